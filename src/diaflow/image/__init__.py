@@ -1,0 +1,18 @@
+"""Exposure model (image/mask/variance, WCS, visit metadata) and its FITS I/O."""
+
+from .exposure import AB_NJY_ZEROPOINT, Exposure, VisitInfo
+from .fits import read_exposure, write_exposure
+from .masks import MaskPlane, mask_bits, planes_set
+from .wcs import make_detector_wcs
+
+__all__ = [
+    "AB_NJY_ZEROPOINT",
+    "Exposure",
+    "MaskPlane",
+    "VisitInfo",
+    "make_detector_wcs",
+    "mask_bits",
+    "planes_set",
+    "read_exposure",
+    "write_exposure",
+]

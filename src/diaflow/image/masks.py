@@ -49,8 +49,11 @@ def mask_bits(*planes: MaskPlane | str) -> int:
 
 
 def mask_header_cards() -> dict[str, int]:
-    """``MP_<NAME>: bit`` cards for a FITS mask header."""
-    return {f"MP_{plane.name}": int(plane) for plane in MaskPlane}
+    """``MP_<NAME>: bit`` cards for a FITS mask header (HIERARCH for names over 8 characters)."""
+    return {
+        (f"MP_{plane.name}" if len(plane.name) <= 5 else f"HIERARCH MP_{plane.name}"): int(plane)
+        for plane in MaskPlane
+    }
 
 
 def planes_set(mask: NDArray[np.int32], plane: MaskPlane | str) -> NDArray[np.bool_]:

@@ -143,7 +143,8 @@ def synthetic_schedule(
             # Centre the sequence near transit, within the night's +/-4 h.
             tgrid = midnight + np.linspace(-4 / 24, 4 / 24 - span, 97)
             x = airmass_at(np.full(tgrid.size, ra), np.full(tgrid.size, dec), tgrid + span / 2, site)
-            ok = np.flatnonzero(x < 2.0)
+            # Observe close to the best airmass of the night, as a scheduler would.
+            ok = np.flatnonzero((x < 2.0) & (x < x.min() + 0.25))
             if ok.size == 0:
                 continue
             start = tgrid[ok[rng.integers(ok.size)]]

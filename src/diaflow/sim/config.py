@@ -320,8 +320,8 @@ def _non_negative(name: str, value: float) -> None:
 PRESETS: dict[str, dict[str, Any]] = {
     "quick": {
         "camera": {"detector_shape": (512, 512), "n_detectors": 2},
-        "cadence": {"n_nights": 4, "bands": ("g", "r")},
-        "sky": {"main_belt_per_deg2": 3000.0, "transients_per_deg2_per_day": 400.0},
+        "cadence": {"n_nights": 6, "bands": ("g", "r")},
+        "sky": {"main_belt_per_deg2": 2000.0, "transients_per_deg2_per_day": 400.0},
     },
     "default": {},
     "stress": {

@@ -134,7 +134,10 @@ def draw_static_sky(
                   "z": -0.5 * gcol - 0.1, "y": -0.6 * gcol - 0.12}
     for b in BANDS:
         gals[f"mag_{b}"] = r + gal_colors[b]
-    gals["sersic_n"] = np.where(red, rng.uniform(2.5, 4.0, n_gal), rng.uniform(0.7, 1.5, n_gal))
+    # Indices on a 0.5 grid: GalSim caches each index's profile tables, so few distinct values
+    # keep rendering fast.
+    gals["sersic_n"] = np.round(2 * np.where(red, rng.uniform(2.5, 4.0, n_gal),
+                                             rng.uniform(0.7, 1.5, n_gal))) / 2
     gals["half_light_arcsec"] = np.clip(
         1.2 * 10 ** (-0.12 * (r - 20)) * rng.lognormal(0, 0.3, n_gal), 0.25, 4.0)
     e = np.clip(rng.rayleigh(0.2, n_gal), 0, 0.7)

@@ -1,0 +1,58 @@
+"""The true PSF of a visit: a Moffat profile whose width and ellipticity vary over the focal plane.
+
+The FWHM grows quadratically with distance from the boresight (``psf_fwhm_radial_variation`` at the
+edge of the field of view), and the ellipticity follows an astigmatism-like pattern plus a constant
+(tracking/wind shake) drawn per visit. Coordinates are focal-plane pixels relative to the boresight.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import galsim
+import numpy as np
+
+from .config import RenderConfig
+
+__all__ = ["VisitPsf"]
+
+
+@dataclass(frozen=True)
+class VisitPsf:
+    """PSF model of one visit."""
+
+    fwhm_arcsec: float
+    """FWHM at the boresight."""
+    beta: float
+    radial_variation: float
+    field_radius_px: float
+    g1_const: float
+    g2_const: float
+    g_astig: float
+
+    @classmethod
+    def draw(cls, fwhm_arcsec: float, field_radius_px: float, cfg: RenderConfig,
+             rng: np.random.Generator) -> VisitPsf:
+        """A PSF for one visit with random ellipticity terms."""
+        return cls(
+            fwhm_arcsec=fwhm_arcsec,
+            beta=cfg.psf_beta,
+            radial_variation=cfg.psf_fwhm_radial_variation,
+            field_radius_px=field_radius_px,
+            g1_const=float(rng.normal(0, cfg.psf_ellipticity_rms / 2)),
+            g2_const=float(rng.normal(0, cfg.psf_ellipticity_rms / 2)),
+            g_astig=float(rng.normal(0, cfg.psf_ellipticity_rms / 2)),
+        )
+
+    def params(self, fx: np.ndarray, fy: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """FWHM (arcsec) and reduced shears (g1, g2) at focal-plane pixel offsets (fx, fy)."""
+        u, v = np.asarray(fx) / self.field_radius_px, np.asarray(fy) / self.field_radius_px
+        rho2 = u**2 + v**2
+        fwhm = self.fwhm_arcsec * (1 + self.radial_variation * rho2)
+        g1 = self.g1_const + self.g_astig * (u**2 - v**2)
+        g2 = self.g2_const + self.g_astig * 2 * u * v
+        return fwhm, g1, g2
+
+    def galsim_psf(self, fwhm: float, g1: float, g2: float) -> galsim.GSObject:
+        """The GalSim profile for local parameters."""
+        return galsim.Moffat(beta=self.beta, fwhm=fwhm).shear(g1=g1, g2=g2)

@@ -72,6 +72,21 @@ class RenderedDetector:
     psf_fwhm_arcsec: float
     """True PSF FWHM at the detector centre."""
     zero_point_true: float
+    sky_e_per_px: float
+    """True mean sky level, electrons per pixel."""
+    sky_gradient: tuple[float, float]
+    """Fractional sky change across the detector in x and in y (centred on the middle)."""
+
+    def sky_model(self) -> np.ndarray:
+        """The true sky (electrons per pixel) over the detector."""
+        return sky_model(self.exposure.shape, self.sky_e_per_px, self.sky_gradient)
+
+
+def sky_model(shape: tuple[int, int], level: float, gradient: tuple[float, float]) -> np.ndarray:
+    """A sky of mean ``level`` changing linearly by ``gradient`` (fractions) across x and y."""
+    ny, nx = shape
+    yy, xx = np.mgrid[0:ny, 0:nx]
+    return level * (1 + gradient[0] * (xx / nx - 0.5) + gradient[1] * (yy / ny - 0.5))
 
 
 def mosaic(camera: CameraConfig, rng: np.random.Generator) -> list[DetectorGeometry]:
@@ -216,9 +231,8 @@ def render_detector(
                               "flux_njy": src["flux_njy"].to_numpy(), "counts": counts})
 
     # Sky with a gentle gradient, then satellites (light), then photon and read noise.
-    yy, xx = np.mgrid[0:ny, 0:nx]
     grad = render.sky_gradient_fraction * rng.uniform(-0.5, 0.5, 2)
-    canvas += sky * (1 + grad[0] * (xx / nx - 0.5) + grad[1] * (yy / ny - 0.5))
+    canvas += sky_model((ny, nx), sky, (float(grad[0]), float(grad[1])))
     artifacts: list[dict[str, object]] = []
     fwhm_centre = float(psf.params(np.array([geometry.offset_px[0]]), np.array([geometry.offset_px[1]]))[0][0])
     if rng.uniform() < render.satellite_probability:
@@ -250,4 +264,5 @@ def render_detector(
                         variance=variance.astype(np.float32), wcs=wcs_header, info=info,
                         extra={"ORIGIN": "diaflow.sim", "SIMVER": __version__})
     return RenderedDetector(exposure=exposure, sources=drawn, artifacts=artifacts,
-                            wcs_true=wcs_true, psf_fwhm_arcsec=fwhm_centre, zero_point_true=zp)
+                            wcs_true=wcs_true, psf_fwhm_arcsec=fwhm_centre, zero_point_true=zp,
+                            sky_e_per_px=sky, sky_gradient=(float(grad[0]), float(grad[1])))

@@ -252,6 +252,8 @@ def simulate_survey(
                 "true_ra_deg": pointing.true_ra_deg, "true_dec_deg": pointing.true_dec_deg,
                 "true_rotation_deg": pointing.true_rotation_deg,
                 "psf_fwhm_arcsec": out.psf_fwhm_arcsec,
+                "sky_e_per_px": out.sky_e_per_px, "sky_gradient_x": out.sky_gradient[0],
+                "sky_gradient_y": out.sky_gradient[1],
                 "psf_g1": psf.g1_const, "psf_g2": psf.g2_const, "psf_g_astig": psf.g_astig,
                 "path": str(path.relative_to(out_dir)),
             })

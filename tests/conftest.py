@@ -64,8 +64,8 @@ def sso_survey(tmp_path_factory: pytest.TempPathFactory) -> SimulatedSurvey:
         "sky.star_density_per_arcmin2": 0.0,
         "sky.galaxy_density_per_arcmin2": 0.0,
         "sky.transients_per_deg2_per_day": 0.0,
-        "sky.main_belt_per_deg2": 3000.0,
-        "sky.neo_per_deg2": 200.0,
+        "sky.main_belt_per_deg2": 1500.0,
+        "sky.neo_per_deg2": 20.0,
         "render.cosmic_rays_per_cm2_per_min": 0.0,
         "render.satellite_probability": 0.0,
     })

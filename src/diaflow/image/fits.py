@@ -7,10 +7,12 @@ each extension carrying the WCS so that ds9 and astropy display any of them on t
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
 from astropy.io import fits
+from astropy.utils.exceptions import AstropyUserWarning
 from astropy.wcs import WCS
 
 from ..errors import CorruptFileError
@@ -83,7 +85,16 @@ def read_exposure(path: str | os.PathLike[str]) -> Exposure:
     """
     path = Path(path)
     try:
-        with fits.open(path, memmap=False) as hdul:
+        with warnings.catch_warnings():
+            # astropy only warns about a truncated file; here that is an error.
+            warnings.simplefilter("error", AstropyUserWarning)
+            hdul = fits.open(path, memmap=False)
+            try:
+                hdul.readall()
+            except BaseException:
+                hdul.close()
+                raise
+        with hdul:
             hdul.verify("exception")
             names = [h.name for h in hdul]
             for needed in ("IMAGE", "MASK", "VARIANCE"):
@@ -103,7 +114,7 @@ def read_exposure(path: str | os.PathLike[str]) -> Exposure:
         raise
     except FileNotFoundError:
         raise
-    except (OSError, ValueError, TypeError, IndexError) as exc:
+    except (OSError, ValueError, TypeError, IndexError, AstropyUserWarning) as exc:
         raise CorruptFileError(
             "unreadable_fits", f"{path}: cannot read as FITS ({exc}); is it truncated?",
             path=str(path),

@@ -44,7 +44,8 @@ def random_in_circles(
     rng: np.random.Generator, centres: list[tuple[float, float]], radius_deg: float, n: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """``n`` points uniform on the sphere within ``radius_deg`` of any centre (overlaps counted once)."""
-    ras, decs = [], []
+    ras: list[np.ndarray] = [np.zeros(0)]
+    decs: list[np.ndarray] = [np.zeros(0)]
     have = 0
     while have < n:
         c = centres[rng.integers(len(centres))] if centres else (0.0, 0.0)
@@ -220,7 +221,7 @@ def draw_transients(
         z = np.where(has_host & ~fast, np.clip(g["redshift"].to_numpy(), 0.03, 0.8), z)
     tr["ra_deg"], tr["dec_deg"], tr["host_id"], tr["redshift"] = ra % 360, dec, host, z
     tr["t_peak_mjd"] = rng.uniform(t0, t1, n)
-    mu = Planck18.distmod(z).value
+    mu = Planck18.distmod(z).value if n else np.zeros(0)
     abs_peak = np.where(fast, rng.uniform(-18.5, -16.0, n), rng.normal(-19.3, 0.15, n))
     for b in BANDS:
         color = np.where(fast, _FAST_PEAK_COLOR[b], _SN_PEAK_COLOR[b])

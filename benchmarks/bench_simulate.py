@@ -1,0 +1,289 @@
+"""Benchmark the simulator's cost per visit: render one detector at several source densities.
+
+For one detector of one visit (2048 x 2048; ``--quick``: 1024 x 1024) and the star and galaxy
+densities of the ``default`` preset scaled by a few factors, it reports:
+
+* ``render_s``: median seconds of :func:`diaflow.sim.render.render_detector` (GalSim stamps, sky,
+  noise, artifacts, mask and variance planes), with the sources drawn on it and the seconds per
+  1000 of them; a straight-line fit of time against sources drawn gives the marginal cost per
+  1000 sources and the fixed cost per visit;
+* a baseline measured in the same run: ``noise_only_s``, a sky + Poisson + read-noise image of the
+  same size made with numpy as ``render_detector`` makes it, and ``fits_write_s``, writing the
+  rendered exposure with :func:`diaflow.image.write_exposure` (to the page cache: no fsync). The
+  render time is reported as a ratio to their sum (``render_over_baseline``) and to the
+  noise-only image alone;
+* ``peak_rss_mib``: the peak resident memory of a fresh process that renders the visit and writes
+  its FITS file, and ``visit_peak_increment_mib``, how far that peak rose above what the process
+  held when the visit started (interpreter, libraries and inputs excluded). Each case runs in its
+  own process so peaks do not mix.
+
+Setup is untimed. The inputs of the visit are exactly those of :func:`simulate_survey`: it is run on
+a one-detector, one-night configuration with ``render_detector`` swapped for a function that
+records its arguments and stops the survey (see :func:`prepare_case`). The first render in a
+process also builds GalSim's lookup tables; it is reported apart (``cold_first_render_s``) and
+kept out of the medians.
+
+Run it as ``diaflow bench simulate [--quick] [--json]`` or ``python benchmarks/bench_simulate.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import pickle
+import resource
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from unittest import mock
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import environment, maxrss_mib, median_seconds, run_measured  # noqa: E402
+
+FULL = {"shape": (2048, 2048), "scales": (0.25, 1.0, 4.0), "repeat": 3}
+QUICK = {"shape": (1024, 1024), "scales": (1.0, 4.0), "repeat": 2}
+SEED = 42
+
+
+def bench_config(shape: tuple[int, int], scale: float, seed: int = SEED) -> Any:
+    """The ``default`` preset with one detector of ``shape``, one clear night, densities x ``scale``."""
+    from diaflow.sim import preset
+
+    sky = preset("default").sky
+    return preset("default", **{
+        "seed": seed,
+        "camera.n_detectors": 1,
+        "camera.detector_shape": tuple(shape),
+        "cadence.n_nights": 1,
+        "cadence.weather_loss_fraction": 0.0,
+        "sky.star_density_per_arcmin2": scale * sky.star_density_per_arcmin2,
+        "sky.galaxy_density_per_arcmin2": scale * sky.galaxy_density_per_arcmin2,
+    })
+
+
+class _Captured(Exception):
+    """Raised by the stand-in renderer to stop the survey once it has the first visit's inputs."""
+
+
+@dataclass
+class Case:
+    """The inputs of one detector-visit, ready to render again and again."""
+
+    scale: float
+    inputs: dict[str, Any]
+    """Keyword arguments of ``render_detector`` except ``rng``."""
+    rng_state: dict[str, Any]
+    """State of the visit's noise generator, so every repeat does the same work."""
+
+    def rng(self) -> np.random.Generator:
+        rng = np.random.default_rng()
+        rng.bit_generator.state = self.rng_state
+        return rng
+
+    def render(self) -> Any:
+        from diaflow.sim.render import render_detector
+
+        return render_detector(**self.inputs, rng=self.rng())
+
+
+def prepare_case(shape: tuple[int, int], scale: float) -> Case:
+    """The first visit of a one-detector survey, prepared exactly as ``simulate_survey`` does.
+
+    ``simulate_survey`` builds the schedule, the sky, the solar system, the pointing, the PSF and
+    the visit's sources (``_visit_sources``) inline, so this runs it in a temporary directory with
+    ``survey.render_detector`` replaced by a recorder that stops it at the first call.
+    """
+    from diaflow.sim import survey
+
+    captured: dict[str, Any] = {}
+
+    def record(**kwargs: Any) -> None:
+        captured.update(kwargs)
+        raise _Captured
+
+    with tempfile.TemporaryDirectory(prefix="diaflow-bench-") as tmp, \
+            mock.patch.object(survey, "render_detector", record):
+        try:
+            survey.simulate_survey(bench_config(shape, scale), tmp)
+        except _Captured:
+            pass
+    if not captured:
+        raise RuntimeError("simulate_survey never called survey.render_detector: the schedule has "
+                           "no visit, or the survey no longer renders through that name")
+    rng = captured.pop("rng")
+    return Case(scale, captured, rng.bit_generator.state)
+
+
+def noise_only_image(shape: tuple[int, int], sky: float, gradient: tuple[float, float],
+                     read_noise: float, rng: np.random.Generator) -> np.ndarray:
+    """Sky + Poisson + read noise, made with numpy the way ``render_detector`` makes it."""
+    from diaflow.sim.render import sky_model
+
+    canvas = sky_model(shape, sky, gradient)
+    return rng.poisson(canvas).astype(np.float64) + rng.normal(0.0, read_noise, shape)
+
+
+def _measure_case(case: Case, repeat: int) -> tuple[float, Any]:
+    """Median render seconds over ``repeat`` calls, and the last output."""
+    last: dict[str, Any] = {}
+
+    def once() -> None:
+        last["out"] = case.render()
+
+    return median_seconds(once, repeat), last["out"]
+
+
+def _peak_child(job: dict[str, Any]) -> dict[str, Any]:
+    """Run ``job`` in a fresh process (see :func:`_child`); return its memory figures in MiB."""
+    with tempfile.TemporaryDirectory(prefix="diaflow-bench-") as tmp:
+        path = Path(tmp) / "job.pkl"
+        path.write_bytes(pickle.dumps(job))
+        report, peak = run_measured([str(Path(__file__).resolve()), "--measure-child", str(path)])
+    if peak is None:
+        return {"peak_rss_mib": None, "increment_mib": None}
+    # The increment is only about the work if the work set the peak, not the loading before it.
+    above = peak > report["maxrss_before_mib"]
+    return {"peak_rss_mib": round(peak, 1),
+            "increment_mib": round(peak - report["rss_before_mib"], 1) if above else None}
+
+
+def _current_rss_mib() -> float | None:
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return pages * resource.getpagesize() / 2**20
+
+
+def _child(job_path: str) -> None:
+    """The measured process: load the job, note memory, do the work once, report."""
+    import diaflow.image  # noqa: F401  (the same libraries are loaded in every kind of child)
+    import diaflow.sim.render  # noqa: F401
+
+    job = pickle.loads(Path(job_path).read_bytes())
+    gc.collect()
+    before_max = maxrss_mib(resource.getrusage(resource.RUSAGE_SELF))
+    before = _current_rss_mib()
+    if job["what"] == "render":
+        from diaflow.image import write_exposure
+
+        case = Case(job["scale"], job["inputs"], job["rng_state"])
+        out = case.render()
+        with tempfile.TemporaryDirectory(prefix="diaflow-bench-") as tmp:
+            write_exposure(out.exposure, Path(tmp) / "visit.fits")
+    else:
+        noise_only_image(job["shape"], job["sky"], job["gradient"], job["read_noise"],
+                         np.random.default_rng(0))
+    print(json.dumps({"maxrss_before_mib": before_max,
+                      "rss_before_mib": before if before is not None else before_max}))
+
+
+def run(quick: bool = False) -> dict[str, object]:
+    """Time and measure rendering one detector-visit; return flat figures (see the module doc)."""
+    from diaflow.image import write_exposure
+
+    t_start = time.perf_counter()
+    spec = QUICK if quick else FULL
+    shape, scales, repeat = spec["shape"], spec["scales"], spec["repeat"]
+    figures: dict[str, object] = {f"env.{k}": v for k, v in environment().items()}
+    figures.update({"detector_shape": f"{shape[0]}x{shape[1]}", "repeats": repeat, "seed": SEED})
+
+    cases = [prepare_case(shape, s) for s in scales]
+    visit = cases[0].inputs["visit"]
+    figures.update({"visit.band": str(visit["band"]),
+                    "visit.seeing_fwhm_arcsec": round(float(visit["seeing_fwhm_arcsec"]), 3)})
+
+    # The first render of a process also builds GalSim's tables: report it, keep it out of medians.
+    t0 = time.perf_counter()
+    cases[0].render()
+    cold_s = time.perf_counter() - t0
+
+    per_case: list[tuple[float, int, float]] = []
+    out_ref: Any = None
+    for case in cases:
+        render_s, out = _measure_case(case, repeat)
+        if out_ref is None or case.scale == 1.0:
+            out_ref = out
+        sources = case.inputs["sources"]
+        kind = sources.set_index("id").loc[out.sources["id"].to_numpy(), "kind"].to_numpy()
+        n = len(out.sources)
+        key = f"density_x{case.scale:g}"
+        figures[f"{key}.sources_in_field"] = len(sources)
+        figures[f"{key}.sources_drawn"] = n
+        figures[f"{key}.galaxies_drawn"] = int((kind == "galaxy").sum())
+        figures[f"{key}.stars_drawn"] = int((kind == "star").sum())
+        figures[f"{key}.render_s"] = render_s
+        figures[f"{key}.s_per_1000_sources"] = 1000 * render_s / n if n else None
+        per_case.append((case.scale, n, render_s))
+    figures["cold_first_render_s"] = cold_s
+    figures["cold_first_render_extra_s"] = cold_s - per_case[0][2]
+
+    # Baseline: a noise-only image of the same size and sky, and writing the FITS file.
+    camera = cases[0].inputs["camera"]
+    noise_s = median_seconds(lambda: noise_only_image(
+        shape, out_ref.sky_e_per_px, out_ref.sky_gradient, camera.read_noise_e,
+        np.random.default_rng(0)), repeat)
+    with tempfile.TemporaryDirectory(prefix="diaflow-bench-") as tmp:
+        path = Path(tmp) / "visit.fits"
+        write_s = median_seconds(lambda: write_exposure(out_ref.exposure, path, overwrite=True),
+                                 repeat)
+        fits_mib = path.stat().st_size / 2**20
+    baseline_s = noise_s + write_s
+    figures.update({"baseline.noise_only_s": noise_s, "baseline.fits_write_s": write_s,
+                    "baseline.fits_file_mib": round(fits_mib, 1), "baseline.total_s": baseline_s})
+    for scale, _, render_s in per_case:
+        figures[f"density_x{scale:g}.render_over_baseline"] = render_s / baseline_s
+        figures[f"density_x{scale:g}.render_over_noise_only"] = render_s / noise_s
+
+    # Growth with the number of sources drawn.
+    n_drawn = np.array([n for _, n, _ in per_case], float)
+    secs = np.array([t for _, _, t in per_case])
+    if len(per_case) >= 2 and np.ptp(n_drawn) > 0:
+        slope, intercept = np.polyfit(n_drawn, secs, 1)
+        figures["fit.marginal_s_per_1000_sources"] = 1000 * float(slope)
+        figures["fit.fixed_s_per_visit"] = float(intercept)
+        if (n_drawn > 0).all():
+            figures["fit.loglog_slope_time_vs_sources"] = float(
+                np.polyfit(np.log(n_drawn), np.log(secs), 1)[0])
+
+    # Peak memory, one fresh process per case.
+    for case in cases:
+        mem = _peak_child({"what": "render", "scale": case.scale, "inputs": case.inputs,
+                           "rng_state": case.rng_state})
+        figures[f"density_x{case.scale:g}.peak_rss_mib"] = mem["peak_rss_mib"]
+        figures[f"density_x{case.scale:g}.visit_peak_increment_mib"] = mem["increment_mib"]
+    mem = _peak_child({"what": "noise", "shape": shape, "sky": out_ref.sky_e_per_px,
+                       "gradient": out_ref.sky_gradient, "read_noise": camera.read_noise_e})
+    figures["baseline.noise_only_peak_rss_mib"] = mem["peak_rss_mib"]
+    figures["baseline.noise_only_peak_increment_mib"] = mem["increment_mib"]
+
+    figures["bench_wall_s"] = time.perf_counter() - t_start
+    return figures
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="1024 x 1024, two densities, 2 repeats")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--measure-child", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.measure_child:
+        _child(args.measure_child)
+        return
+    figures = run(quick=args.quick)
+    if args.json:
+        print(json.dumps(figures, default=str))
+        return
+    width = max(map(len, figures))
+    for key, value in figures.items():
+        print(f"{key:<{width}}  {value:.4g}" if isinstance(value, float) else f"{key:<{width}}  {value}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,12 +1,13 @@
 """Helpers shared by the benchmarks: the environment, repeated timings, and peak memory.
 
-Peak memory is measured in a fresh process per case (:func:`run_measured`), because a process's
-peak resident set size only ever grows: measured in one process, a later, smaller case would
-report the peak of an earlier, larger one.
+Peak memory is measured in a fresh process per case (:func:`run_fresh` running code that calls
+:func:`measure_peak`), so that the peaks of different cases, and the benchmark's own memory, never
+mix into one another.
 """
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import platform
@@ -19,7 +20,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-__all__ = ["environment", "maxrss_mib", "median_seconds", "run_measured", "timings"]
+__all__ = ["environment", "measure_peak", "median_seconds", "run_fresh", "timings"]
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -68,28 +69,62 @@ def median_seconds(fn: Callable[[], object], repeat: int) -> float:
     return statistics.median(timings(fn, repeat))
 
 
-def maxrss_mib(usage: Any) -> float:
-    """``ru_maxrss`` of a ``resource.struct_rusage`` in MiB (Linux reports KiB, macOS bytes)."""
+def _status_mib(field: str) -> float | None:
+    """A ``kB`` line of ``/proc/self/status`` (Linux) in MiB, or ``None``."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _maxrss_self_mib() -> float:
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_maxrss / (2**20 if sys.platform == "darwin" else 2**10)
 
 
-def run_measured(argv: Sequence[str]) -> tuple[dict[str, Any], float | None]:
-    """Run ``python argv...`` in a fresh process; return (its JSON stdout, its peak RSS in MiB).
+def measure_peak(fn: Callable[[], object]) -> dict[str, float | None]:
+    """Peak resident memory (MiB) while ``fn`` runs; call it in a fresh process.
 
-    The child must print one JSON object as the last line of its stdout. The peak comes from
-    ``os.wait4`` on that very child, so peaks of successive cases never mix (unlike
-    ``RUSAGE_CHILDREN``, which keeps the largest peak of all children waited for so far). Where
-    ``os.wait4`` is missing (Windows) the peak is ``None``.
+    On Linux the peak is ``VmHWM`` of ``/proc/self/status``, reset to the current size just before
+    ``fn`` (``/proc/self/clear_refs``), so it is the peak of ``fn`` alone. Elsewhere it is
+    ``ru_maxrss``, which also counts whatever ran before ``fn``; the increment is then ``None``
+    when ``fn`` did not raise the peak. ``ru_maxrss`` is not used on Linux: a child inherits its
+    parent's high-water mark at ``exec``, so it reports the benchmark's own size, not the child's.
+
+    Returns ``rss_before_mib`` (resident when ``fn`` started), ``peak_rss_mib`` and
+    ``increment_mib`` (their difference: what ``fn`` added at its peak).
     """
-    proc = subprocess.Popen([sys.executable, *argv], stdout=subprocess.PIPE, text=True)
-    peak: float | None = None
-    with proc:
-        out = proc.stdout.read() if proc.stdout is not None else ""
-        if hasattr(os, "wait4"):
-            _, status, usage = os.wait4(proc.pid, 0)
-            proc.returncode = os.waitstatus_to_exitcode(status)
-            peak = maxrss_mib(usage)
-    if proc.returncode != 0:
-        raise RuntimeError(f"measured child {list(argv)!r} exited with status {proc.returncode}")
-    lines = out.strip().splitlines()
-    return (json.loads(lines[-1]) if lines else {}), peak
+    gc.collect()
+    before = _status_mib("VmRSS")
+    try:
+        Path("/proc/self/clear_refs").write_text("5")  # VmHWM restarts from the current size
+    except OSError:
+        before = None
+    if before is not None:
+        fn()
+        peak = _status_mib("VmHWM")
+        return {"rss_before_mib": before, "peak_rss_mib": peak,
+                "increment_mib": None if peak is None else peak - before}
+    before_max = _maxrss_self_mib()
+    fn()
+    peak_max = _maxrss_self_mib()
+    return {"rss_before_mib": None, "peak_rss_mib": peak_max,
+            "increment_mib": peak_max - before_max if peak_max > before_max else None}
+
+
+def run_fresh(argv: Sequence[str]) -> dict[str, Any]:
+    """Run ``python argv...`` in a fresh process and return the JSON object it prints last.
+
+    One process per case keeps the peaks of different cases apart; the child measures itself
+    with :func:`measure_peak`.
+    """
+    done = subprocess.run([sys.executable, *argv], stdout=subprocess.PIPE, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"child {list(argv)!r} exited with status {done.returncode}")
+    lines = done.stdout.strip().splitlines()
+    return json.loads(lines[-1]) if lines else {}

@@ -29,10 +29,9 @@ Run it as ``diaflow bench simulate [--quick] [--json]`` or ``python benchmarks/b
 from __future__ import annotations
 
 import argparse
-import gc
+import contextlib
 import json
 import pickle
-import resource
 import sys
 import tempfile
 import time
@@ -44,7 +43,7 @@ from unittest import mock
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import environment, maxrss_mib, median_seconds, run_measured  # noqa: E402
+from _common import environment, measure_peak, median_seconds, run_fresh
 
 FULL = {"shape": (2048, 2048), "scales": (0.25, 1.0, 4.0), "repeat": 3}
 QUICK = {"shape": (1024, 1024), "scales": (1.0, 4.0), "repeat": 2}
@@ -52,7 +51,7 @@ SEED = 42
 
 
 def bench_config(shape: tuple[int, int], scale: float, seed: int = SEED) -> Any:
-    """The ``default`` preset with one detector of ``shape``, one clear night, densities x ``scale``."""
+    """The ``default`` preset: one ``shape`` detector, one clear night, densities x ``scale``."""
     from diaflow.sim import preset
 
     sky = preset("default").sky
@@ -109,10 +108,8 @@ def prepare_case(shape: tuple[int, int], scale: float) -> Case:
 
     with tempfile.TemporaryDirectory(prefix="diaflow-bench-") as tmp, \
             mock.patch.object(survey, "render_detector", record):
-        try:
+        with contextlib.suppress(_Captured):
             survey.simulate_survey(bench_config(shape, scale), tmp)
-        except _Captured:
-            pass
     if not captured:
         raise RuntimeError("simulate_survey never called survey.render_detector: the schedule has "
                            "no visit, or the survey no longer renders through that name")
@@ -144,44 +141,26 @@ def _peak_child(job: dict[str, Any]) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="diaflow-bench-") as tmp:
         path = Path(tmp) / "job.pkl"
         path.write_bytes(pickle.dumps(job))
-        report, peak = run_measured([str(Path(__file__).resolve()), "--measure-child", str(path)])
-    if peak is None:
-        return {"peak_rss_mib": None, "increment_mib": None}
-    # The increment is only about the work if the work set the peak, not the loading before it.
-    above = peak > report["maxrss_before_mib"]
-    return {"peak_rss_mib": round(peak, 1),
-            "increment_mib": round(peak - report["rss_before_mib"], 1) if above else None}
-
-
-def _current_rss_mib() -> float | None:
-    try:
-        pages = int(Path("/proc/self/statm").read_text().split()[1])
-    except (OSError, ValueError, IndexError):
-        return None
-    return pages * resource.getpagesize() / 2**20
+        return run_fresh([str(Path(__file__).resolve()), "--measure-child", str(path)])
 
 
 def _child(job_path: str) -> None:
-    """The measured process: load the job, note memory, do the work once, report."""
-    import diaflow.image  # noqa: F401  (the same libraries are loaded in every kind of child)
-    import diaflow.sim.render  # noqa: F401
+    """The measured process: load the job, then measure the peak memory of doing it once."""
+    from diaflow.image import write_exposure
 
     job = pickle.loads(Path(job_path).read_bytes())
-    gc.collect()
-    before_max = maxrss_mib(resource.getrusage(resource.RUSAGE_SELF))
-    before = _current_rss_mib()
     if job["what"] == "render":
-        from diaflow.image import write_exposure
-
         case = Case(job["scale"], job["inputs"], job["rng_state"])
-        out = case.render()
-        with tempfile.TemporaryDirectory(prefix="diaflow-bench-") as tmp:
-            write_exposure(out.exposure, Path(tmp) / "visit.fits")
+
+        def work() -> None:
+            out = case.render()
+            with tempfile.TemporaryDirectory(prefix="diaflow-bench-") as tmp:
+                write_exposure(out.exposure, Path(tmp) / "visit.fits")
     else:
-        noise_only_image(job["shape"], job["sky"], job["gradient"], job["read_noise"],
-                         np.random.default_rng(0))
-    print(json.dumps({"maxrss_before_mib": before_max,
-                      "rss_before_mib": before if before is not None else before_max}))
+        def work() -> None:
+            noise_only_image(job["shape"], job["sky"], job["gradient"], job["read_noise"],
+                             np.random.default_rng(0))
+    print(json.dumps(measure_peak(work)))
 
 
 def run(quick: bool = False) -> dict[str, object]:
@@ -269,7 +248,8 @@ def run(quick: bool = False) -> dict[str, object]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="1024 x 1024, two densities, 2 repeats")
+    parser.add_argument("--quick", action="store_true",
+                        help="1024 x 1024, two densities, 2 repeats")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--measure-child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -282,7 +262,8 @@ def main(argv: list[str] | None = None) -> None:
         return
     width = max(map(len, figures))
     for key, value in figures.items():
-        print(f"{key:<{width}}  {value:.4g}" if isinstance(value, float) else f"{key:<{width}}  {value}")
+        shown = f"{value:.4g}" if isinstance(value, float) else str(value)
+        print(f"{key:<{width}}  {shown}")
 
 
 if __name__ == "__main__":

@@ -21,14 +21,23 @@ from rich.table import Table
 from . import __version__
 from .errors import DiaflowError
 
-app = typer.Typer(help="diaflow: prompt (Level 1) processing for a time-domain survey.",
-                  no_args_is_help=True, add_completion=False)
+app = typer.Typer(
+    help="diaflow: prompt (Level 1) processing for a time-domain survey.",
+    no_args_is_help=True,
+    add_completion=False,
+)
 console = Console()
 
 
 def _progress() -> Progress:
-    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TimeRemainingColumn(), console=console, transient=False)
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=False,
+    )
 
 
 def _fail(exc: Exception) -> None:
@@ -36,8 +45,13 @@ def _fail(exc: Exception) -> None:
     raise typer.Exit(code=2)
 
 
-def _survey_config(preset_name: str, config_file: Path | None, seed: int | None,
-                   nights: int | None, opsim: str | None) -> Any:
+def _survey_config(
+    preset_name: str,
+    config_file: Path | None,
+    seed: int | None,
+    nights: int | None,
+    opsim: str | None,
+) -> Any:
     from .sim import SurveyConfig, preset
 
     cfg = SurveyConfig.from_toml(config_file) if config_file else preset(preset_name)
@@ -68,8 +82,10 @@ def _summary(result: Any) -> Table:
     table.add_column("quantity")
     table.add_column("value", justify="right")
     for name, value in (
-        ("visits", result.n_visits), ("exposures (visit x detector)", result.n_exposures),
-        ("stars + galaxies", result.n_static), ("transients", result.n_transients),
+        ("visits", result.n_visits),
+        ("exposures (visit x detector)", result.n_exposures),
+        ("stars + galaxies", result.n_static),
+        ("transients", result.n_transients),
         ("solar-system objects", result.n_sso),
         ("fields (RA, Dec)", ", ".join(f"({a:.3f}, {b:.3f})" for a, b in result.fields)),
         ("wall time", f"{result.seconds:.1f} s"),
@@ -80,13 +96,23 @@ def _summary(result: Any) -> Table:
 
 @app.command()
 def simulate(
-    out: Annotated[Path, typer.Option(help="Output directory (must be empty or new).")] = Path("survey"),
-    preset_name: Annotated[str, typer.Option("--preset", help="quick | default | stress")] = "default",
-    config: Annotated[Path | None, typer.Option(help="TOML configuration file (overrides --preset).")] = None,
+    out: Annotated[Path, typer.Option(help="Output directory (must be empty or new).")] = Path(
+        "survey"
+    ),
+    preset_name: Annotated[
+        str, typer.Option("--preset", help="quick | default | stress")
+    ] = "default",
+    config: Annotated[
+        Path | None, typer.Option(help="TOML configuration file (overrides --preset).")
+    ] = None,
     seed: Annotated[int | None, typer.Option(help="Master random seed.")] = None,
     nights: Annotated[int | None, typer.Option(help="Number of nights.")] = None,
-    opsim: Annotated[str | None, typer.Option(
-        help="Follow a real schedule: an OpSim database path, or 'sorcha' for Rubin's baseline.")] = None,
+    opsim: Annotated[
+        str | None,
+        typer.Option(
+            help="Follow a real schedule: an OpSim database path, or 'sorcha' for Rubin's baseline."
+        ),
+    ] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace a non-empty output directory.")] = False,
     plot: Annotated[bool, typer.Option(help="Draw overview.png.")] = True,
 ) -> None:
@@ -106,15 +132,28 @@ def simulate(
 
 @app.command()
 def demo(
-    quick: Annotated[bool, typer.Option(help="A smaller demo that finishes in well under 2 minutes.")] = False,
-    out: Annotated[Path, typer.Option(help="Working directory of the demo.")] = Path("diaflow-demo"),
+    quick: Annotated[
+        bool, typer.Option(help="A smaller demo that finishes in well under 2 minutes.")
+    ] = False,
+    out: Annotated[Path, typer.Option(help="Working directory of the demo.")] = Path(
+        "diaflow-demo"
+    ),
 ) -> None:
     """Run diaflow end to end on embedded defaults: today, simulate a small survey and show it."""
     from .sim import preset
 
-    cfg = preset("quick") if quick else preset(
-        "quick", **{"camera.detector_shape": (1024, 1024), "cadence.n_nights": 14,
-                    "cadence.bands": ("g", "r", "i")})
+    cfg = (
+        preset("quick")
+        if quick
+        else preset(
+            "quick",
+            **{
+                "camera.detector_shape": (1024, 1024),
+                "cadence.n_nights": 14,
+                "cadence.bands": ("g", "r", "i"),
+            },
+        )
+    )
     t0 = time.perf_counter()
     try:
         result = _simulate(cfg, out / "survey", overwrite=True)
@@ -137,7 +176,9 @@ def _benchmarks_dir() -> Path:
 def bench(
     name: Annotated[str, typer.Argument(help="Benchmark name: benchmarks/bench_<name>.py")],
     quick: Annotated[bool, typer.Option(help="Smaller sizes, for a quick look.")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object of the figures.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print one JSON object of the figures.")
+    ] = False,
 ) -> None:
     """Run a benchmark from benchmarks/ and print its table (or JSON)."""
     path = _benchmarks_dir() / f"bench_{name}.py"
@@ -145,7 +186,8 @@ def bench(
         known = sorted(p.stem.removeprefix("bench_") for p in _benchmarks_dir().glob("bench_*.py"))
         _fail(FileNotFoundError(f"no benchmark {name!r} in {path.parent}; known: {known}"))
     spec = importlib.util.spec_from_file_location(f"diaflow_bench_{name}", path)
-    assert spec is not None and spec.loader is not None
+    assert spec is not None
+    assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
@@ -170,5 +212,7 @@ def main(
     if version:
         console.print(f"diaflow {__version__}")
         raise typer.Exit()
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+    )

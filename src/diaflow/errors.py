@@ -3,7 +3,8 @@
 The tree::
 
     DiaflowError(Exception)
-    ├── ConfigError(DiaflowError, ValueError)       a configuration that cannot work; nothing was written
+    ├── ConfigError(DiaflowError, ValueError)       a configuration that cannot work;
+    │                                               nothing was written
     └── BadInputError(DiaflowError, ValueError)     input that cannot be processed: quarantine it
         └── CorruptFileError(BadInputError)         a file that cannot be read or is truncated
 

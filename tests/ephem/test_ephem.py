@@ -81,8 +81,9 @@ def _separation_arcsec(u1: np.ndarray, u2: np.ndarray) -> np.ndarray:
 
 # 2000-01-01.5 ... 2028: ERFA flags leap-second look-ups more than 5 years past its release year
 # as "dubious" (ErfaWarning), and astropy's TDB conversion does such a look-up, so stop in 2028.
-TAI_MJDS = np.array([51544.5, 53371.25, 55000.123456, 57754.999, 58849.9, 60310.0, 61107.5,
-                     61900.75, 62130.3])
+TAI_MJDS = np.array(
+    [51544.5, 53371.25, 55000.123456, 57754.999, 58849.9, 60310.0, 61107.5, 61900.75, 62130.3]
+)
 
 
 def test_tai_to_tdb_matches_astropy(offline_astropy: list[tuple[object, ...]]) -> None:
@@ -144,37 +145,41 @@ NIGHTS_MJD_TAI = 61100.17 + np.arange(15.0)  # ~04:05 UTC, near local midnight a
 # (a au, e, i deg, node deg, argperi deg, M deg), J2000 ecliptic, osculating at EPOCH_MJD_TDB.
 # Drawn once uniformly (a 2.2-3.2 au, e < 0.25, i < 20 deg) and frozen so the test cannot turn
 # flaky if a random stream changes.
-MAIN_BELT = np.array([
-    (2.2216, 0.1514, 5.181, 1.803, 128.892, 270.581),
-    (2.4738, 0.2484, 16.656, 357.344, 79.537, 144.583),
-    (2.4773, 0.1511, 15.217, 223.866, 229.014, 250.348),
-    (2.4864, 0.0962, 7.366, 39.545, 20.754, 232.261),
-    (2.5051, 0.1943, 8.145, 59.213, 329.960, 230.526),
-    (3.0230, 0.0755, 6.573, 325.073, 190.976, 174.819),
-    (2.6322, 0.1345, 10.028, 184.088, 249.794, 335.151),
-    (2.4828, 0.1024, 16.197, 54.701, 129.259, 147.671),
-    (2.3895, 0.1340, 10.402, 341.044, 242.348, 258.199),
-    (2.8661, 0.1901, 18.321, 291.644, 65.439, 252.410),
-    (3.1586, 0.2368, 16.385, 58.960, 109.951, 239.696),
-    (3.0681, 0.1317, 16.488, 104.392, 55.612, 263.330),
-    (2.3189, 0.1624, 14.156, 72.286, 32.319, 124.552),
-    (2.5551, 0.0319, 18.678, 350.248, 69.220, 300.752),
-    (3.1562, 0.1247, 14.749, 176.695, 339.150, 103.498),
-    (2.9505, 0.1710, 19.248, 212.549, 26.527, 228.811),
-    (2.4987, 0.0346, 6.853, 68.661, 83.239, 342.508),
-    (2.6899, 0.0797, 18.157, 190.067, 272.851, 317.272),
-    (2.9176, 0.0635, 19.418, 134.046, 305.835, 105.089),
-    (3.0050, 0.0361, 17.092, 51.008, 123.106, 19.948),
-])
+MAIN_BELT = np.array(
+    [
+        (2.2216, 0.1514, 5.181, 1.803, 128.892, 270.581),
+        (2.4738, 0.2484, 16.656, 357.344, 79.537, 144.583),
+        (2.4773, 0.1511, 15.217, 223.866, 229.014, 250.348),
+        (2.4864, 0.0962, 7.366, 39.545, 20.754, 232.261),
+        (2.5051, 0.1943, 8.145, 59.213, 329.960, 230.526),
+        (3.0230, 0.0755, 6.573, 325.073, 190.976, 174.819),
+        (2.6322, 0.1345, 10.028, 184.088, 249.794, 335.151),
+        (2.4828, 0.1024, 16.197, 54.701, 129.259, 147.671),
+        (2.3895, 0.1340, 10.402, 341.044, 242.348, 258.199),
+        (2.8661, 0.1901, 18.321, 291.644, 65.439, 252.410),
+        (3.1586, 0.2368, 16.385, 58.960, 109.951, 239.696),
+        (3.0681, 0.1317, 16.488, 104.392, 55.612, 263.330),
+        (2.3189, 0.1624, 14.156, 72.286, 32.319, 124.552),
+        (2.5551, 0.0319, 18.678, 350.248, 69.220, 300.752),
+        (3.1562, 0.1247, 14.749, 176.695, 339.150, 103.498),
+        (2.9505, 0.1710, 19.248, 212.549, 26.527, 228.811),
+        (2.4987, 0.0346, 6.853, 68.661, 83.239, 342.508),
+        (2.6899, 0.0797, 18.157, 190.067, 272.851, 317.272),
+        (2.9176, 0.0635, 19.418, 134.046, 305.835, 105.089),
+        (3.0050, 0.0361, 17.092, 51.008, 123.106, 19.948),
+    ]
+)
 # NEOs, a 1.1-2.0 au, e 0.2-0.6, q > 0.9 au, chosen to span closest approaches to the Earth in
 # the window (noted on the right) from 0.065 au to 2.2 au.
-NEO = np.array([
-    (1.1293, 0.2006, 7.974, 144.518, 296.307, 62.746),  # Delta_min 0.065 au, q 0.903
-    (1.3393, 0.2847, 17.473, 192.227, 52.483, 322.866),  # 0.25 au
-    (1.8842, 0.4419, 1.022, 15.358, 96.399, 14.041),  # 0.33 au
-    (1.2732, 0.2544, 2.114, 356.233, 128.952, 41.738),  # 0.44 au
-    (1.5246, 0.3695, 5.922, 3.444, 41.724, 314.389),  # 2.2 au
-])
+NEO = np.array(
+    [
+        (1.1293, 0.2006, 7.974, 144.518, 296.307, 62.746),  # Delta_min 0.065 au, q 0.903
+        (1.3393, 0.2847, 17.473, 192.227, 52.483, 322.866),  # 0.25 au
+        (1.8842, 0.4419, 1.022, 15.358, 96.399, 14.041),  # 0.33 au
+        (1.2732, 0.2544, 2.114, 356.233, 128.952, 41.738),  # 0.44 au
+        (1.5246, 0.3695, 5.922, 3.444, 41.724, 314.389),  # 2.2 au
+    ]
+)
 
 
 def _orbits(rows: np.ndarray) -> KeplerianOrbits:
@@ -217,8 +222,14 @@ def _nbody_astrometry(ephem, orbits: KeplerianOrbits) -> np.ndarray:  # type: ig
     sim = rebound.Simulation()
     sim.t = t0
     for p, v in zip(helio_pos, helio_vel, strict=True):
-        sim.add(x=p[0] + sun.x, y=p[1] + sun.y, z=p[2] + sun.z,
-                vx=v[0] + sun.vx, vy=v[1] + sun.vy, vz=v[2] + sun.vz)
+        sim.add(
+            x=p[0] + sun.x,
+            y=p[1] + sun.y,
+            z=p[2] + sun.z,
+            vx=v[0] + sun.vx,
+            vy=v[1] + sun.vy,
+            vz=v[2] + sun.vz,
+        )
     extras = assist.Extras(sim, ephem)
     site = Site.rubin()
     out = np.empty((NIGHTS_MJD_TAI.size, len(orbits), 3))
@@ -244,7 +255,8 @@ def _twobody_astrometry(orbits: KeplerianOrbits, ephem) -> tuple[np.ndarray, np.
         jd1, jd2 = mjd_tai_to_tdb_jd(mjd_tai)
         mjd_tdb = float((jd1[0] - MJD_JD_OFFSET) + jd2[0])
         ra, dec, delta, _ = astrometric_radec(
-            orbits, mjd_tdb, observer_heliocentric(Site.rubin(), mjd_tai))
+            orbits, mjd_tdb, observer_heliocentric(Site.rubin(), mjd_tai)
+        )
         units.append(_unit_from_radec(ra, dec))
         deltas.append(delta)
     return np.array(units), np.array(deltas)
@@ -316,8 +328,9 @@ def test_solve_kepler_residual() -> None:
 
 
 def _vis_viva_orbits() -> KeplerianOrbits:
-    rows = np.vstack([MAIN_BELT, NEO, [(1.0, 0.0, 0.0, 0.0, 0.0, 0.0), (4.0, 0.9, 150.0, 10.0,
-                                                                       20.0, 30.0)]])
+    rows = np.vstack(
+        [MAIN_BELT, NEO, [(1.0, 0.0, 0.0, 0.0, 0.0, 0.0), (4.0, 0.9, 150.0, 10.0, 20.0, 30.0)]]
+    )
     return _orbits(rows)
 
 
@@ -332,7 +345,8 @@ def test_state_energy_and_angular_momentum() -> None:
         np.testing.assert_allclose(energy, -mu / (2 * orbits.a_au), rtol=1e-12)
         h = np.cross(pos, vel)
         np.testing.assert_allclose(
-            np.linalg.norm(h, axis=1), np.sqrt(mu * orbits.a_au * (1 - orbits.e**2)), rtol=1e-12)
+            np.linalg.norm(h, axis=1), np.sqrt(mu * orbits.a_au * (1 - orbits.e**2)), rtol=1e-12
+        )
         if h_ref is None:
             h_ref = h
         np.testing.assert_allclose(h, h_ref, rtol=0, atol=1e-14)
@@ -342,18 +356,27 @@ def test_state_energy_and_angular_momentum() -> None:
     # The orbit normal's angle to the J2000 ecliptic pole (expressed in ICRF) is the inclination.
     pole = np.array([0.0, -np.sin(OBLIQUITY_J2000_RAD), np.cos(OBLIQUITY_J2000_RAD)])
     cos_i = (h_ref @ pole) / np.linalg.norm(h_ref, axis=1)
-    np.testing.assert_allclose(np.rad2deg(np.arccos(np.clip(cos_i, -1, 1))), orbits.inc_deg,
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        np.rad2deg(np.arccos(np.clip(cos_i, -1, 1))), orbits.inc_deg, atol=1e-6
+    )
 
 
 def test_state_perihelion_and_time_derivative() -> None:
     """At M = 0 the body is at perihelion; velocity is the time derivative of position."""
     orbits = _vis_viva_orbits()
-    at_peri = KeplerianOrbits(orbits.a_au, orbits.e, orbits.inc_deg, orbits.node_deg,
-                              orbits.argperi_deg, np.zeros(len(orbits)), EPOCH_MJD_TDB)
+    at_peri = KeplerianOrbits(
+        orbits.a_au,
+        orbits.e,
+        orbits.inc_deg,
+        orbits.node_deg,
+        orbits.argperi_deg,
+        np.zeros(len(orbits)),
+        EPOCH_MJD_TDB,
+    )
     pos, vel = at_peri.state(EPOCH_MJD_TDB)
-    np.testing.assert_allclose(np.linalg.norm(pos, axis=1), orbits.a_au * (1 - orbits.e),
-                               rtol=1e-13)
+    np.testing.assert_allclose(
+        np.linalg.norm(pos, axis=1), orbits.a_au * (1 - orbits.e), rtol=1e-13
+    )
     np.testing.assert_allclose(np.sum(pos * vel, axis=1), 0.0, atol=1e-15)
     # Central difference; h balances truncation (h^2) against rounding of MJD ~6e4 (1/h).
     h = 1e-2
@@ -365,8 +388,15 @@ def test_state_perihelion_and_time_derivative() -> None:
 
 
 def test_circular_orbit_period_is_gaussian_year() -> None:
-    orbit = KeplerianOrbits(np.array([1.0]), np.array([0.0]), np.array([0.0]), np.array([0.0]),
-                            np.array([0.0]), np.array([37.0]), EPOCH_MJD_TDB)
+    orbit = KeplerianOrbits(
+        np.array([1.0]),
+        np.array([0.0]),
+        np.array([0.0]),
+        np.array([0.0]),
+        np.array([0.0]),
+        np.array([37.0]),
+        EPOCH_MJD_TDB,
+    )
     year = 2 * np.pi / 0.01720209895  # 365.2568983 d
     assert abs(year - 365.25689) < 1e-5
     p0, v0 = orbit.state(EPOCH_MJD_TDB)

@@ -35,12 +35,21 @@ def _nbody_radec(orbits_table: pd.DataFrame, rows: pd.DataFrame) -> np.ndarray:
         k = index[int(row["ss_id"])]
         sim = rebound.Simulation()
         sim.t = t0
-        sim.add(x=pos[k, 0] + sun.x, y=pos[k, 1] + sun.y, z=pos[k, 2] + sun.z,
-                vx=vel[k, 0] + sun.vx, vy=vel[k, 1] + sun.vy, vz=vel[k, 2] + sun.vz)
+        sim.add(
+            x=pos[k, 0] + sun.x,
+            y=pos[k, 1] + sun.y,
+            z=pos[k, 2] + sun.z,
+            vx=vel[k, 0] + sun.vx,
+            vy=vel[k, 1] + sun.vy,
+            vz=vel[k, 2] + sun.vz,
+        )
         extras = assist.Extras(sim, ephem)
         jd1, jd2 = mjd_tai_to_tdb_jd(row["mjd_tai"])
         t_obs = float(jd1[0] - ephem.jd_ref + jd2[0])
-        observer = np.asarray(ephem.get_particle("earth", t_obs).xyz) + site_geocentric(site, row["mjd_tai"])[0]
+        observer = (
+            np.asarray(ephem.get_particle("earth", t_obs).xyz)
+            + site_geocentric(site, row["mjd_tai"])[0]
+        )
         t_emit = t_obs
         for _ in range(4):
             sim.integrate(t_emit, exact_finish_time=1)
@@ -58,10 +67,12 @@ def test_positions_agree_with_nbody_over_15_nights(sso_survey: SimulatedSurvey) 
     assert nights > 13, f"the window spans only {nights:.1f} days"
     # Sample rows across the whole window, both populations, far and near.
     pop = orbits.set_index("ss_id").loc[positions["ss_id"], "population"].to_numpy()
-    rows = pd.concat([
-        positions[pop == "mba"].sample(n=min(40, int((pop == "mba").sum())), random_state=1),
-        positions[pop == "neo"].sample(n=min(15, int((pop == "neo").sum())), random_state=1),
-    ])
+    rows = pd.concat(
+        [
+            positions[pop == "mba"].sample(n=min(40, int((pop == "mba").sum())), random_state=1),
+            positions[pop == "neo"].sample(n=min(15, int((pop == "neo").sum())), random_state=1),
+        ]
+    )
     truth = _nbody_radec(orbits, rows)
     got = _unit(rows["ra_deg"].to_numpy(), rows["dec_deg"].to_numpy())
     sep_arcsec = np.rad2deg(np.arccos(np.clip((truth * got).sum(axis=1), -1, 1))) * 3600
@@ -78,18 +89,25 @@ def test_moving_objects_are_on_the_pixels(sso_survey: SimulatedSurvey) -> None:
     from diaflow.image import read_exposure
 
     positions = sso_survey.table("ss_positions")
-    bright = positions[(positions["mag"] < 21) & (positions["x"] > 20) & (positions["x"] < 1000)
-                       & (positions["y"] > 20) & (positions["y"] < 1000)]
+    bright = positions[
+        (positions["mag"] < 21)
+        & (positions["x"] > 20)
+        & (positions["x"] < 1000)
+        & (positions["y"] > 20)
+        & (positions["y"] < 1000)
+    ]
     assert len(bright) >= 5
     for _, p in bright.head(10).iterrows():
         row = sso_survey.visits[sso_survey.visits["visit"] == p["visit"]].iloc[0]
         exp = read_exposure(sso_survey.out_dir / row["path"])
         ix, iy = round(p["x"]), round(p["y"])
-        cut = exp.image[iy - 10:iy + 11, ix - 10:ix + 11] - row["sky_e_per_px"]
+        cut = exp.image[iy - 10 : iy + 11, ix - 10 : ix + 11] - row["sky_e_per_px"]
         yy, xx = np.mgrid[-10:11, -10:11]
-        good = exp.mask[iy - 10:iy + 11, ix - 10:ix + 11] == 0  # skip bad columns
+        good = exp.mask[iy - 10 : iy + 11, ix - 10 : ix + 11] == 0  # skip bad columns
         w = np.clip(cut, 0, None) * good
         cx, cy = (w * xx).sum() / w.sum() + ix, (w * yy).sum() / w.sum() + iy
         # The light-weighted centre is within a pixel of the mid-exposure truth.
         assert np.hypot(cx - p["x"], cy - p["y"]) < 1.0
-        assert (cut * good).sum() > 0.5 * p["flux_njy"] * 10 ** (0.4 * (row["zero_point_true"] - 31.4))
+        assert (cut * good).sum() > 0.5 * p["flux_njy"] * 10 ** (
+            0.4 * (row["zero_point_true"] - 31.4)
+        )

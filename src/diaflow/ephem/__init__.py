@@ -1,4 +1,7 @@
-"""Ephemerides shared by the simulator and MOPS: time scales, DE440 bodies, observers, two-body orbits."""
+"""Ephemerides shared by the simulator and MOPS.
+
+Time scales, DE440 bodies, observatory positions, two-body orbits.
+"""
 
 from .bodies import (
     AU_KM,

@@ -47,8 +47,9 @@ def _kernel():  # type: ignore[no-untyped-def]
     return kernel
 
 
-def _segment_posvel(center: int, target: int, jd1: NDArray[np.float64], jd2: NDArray[np.float64]
-                    ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+def _segment_posvel(
+    center: int, target: int, jd1: NDArray[np.float64], jd2: NDArray[np.float64]
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     pos, vel = _kernel()[center, target].compute_and_differentiate(jd1, jd2)
     return np.asarray(pos).T / AU_KM, np.asarray(vel).T / AU_KM  # km -> au, km/day -> au/day
 
@@ -74,9 +75,11 @@ class Site:
         self.lon_deg = lon_deg
         self.lat_deg = lat_deg
         self.height_m = height_m
-        self.itrs_au = np.asarray(
-            erfa.gd2gc(1, np.deg2rad(lon_deg), np.deg2rad(lat_deg), height_m)
-        ) / 1000.0 / AU_KM
+        self.itrs_au = (
+            np.asarray(erfa.gd2gc(1, np.deg2rad(lon_deg), np.deg2rad(lat_deg), height_m))
+            / 1000.0
+            / AU_KM
+        )
 
     @classmethod
     def rubin(cls) -> Site:

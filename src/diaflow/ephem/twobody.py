@@ -68,11 +68,18 @@ class KeplerianOrbits:
     def take(self, idx: ArrayLike) -> KeplerianOrbits:
         """Subset of the orbits."""
         return KeplerianOrbits(
-            self.a_au[idx], self.e[idx], self.inc_deg[idx], self.node_deg[idx],
-            self.argperi_deg[idx], self.mean_anomaly_deg[idx], self.epoch_mjd_tdb,
+            self.a_au[idx],
+            self.e[idx],
+            self.inc_deg[idx],
+            self.node_deg[idx],
+            self.argperi_deg[idx],
+            self.mean_anomaly_deg[idx],
+            self.epoch_mjd_tdb,
         )
 
-    def state(self, mjd_tdb: float | NDArray[np.float64]) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    def state(
+        self, mjd_tdb: float | NDArray[np.float64]
+    ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
         """Heliocentric ICRF position (au) and velocity (au/day), shape (n, 3), at ``mjd_tdb``.
 
         ``mjd_tdb`` is a scalar or one time per orbit.
@@ -126,8 +133,11 @@ def astrometric_radec(
 
 
 def hg_magnitude(
-    h: NDArray[np.float64], g: NDArray[np.float64], r_au: NDArray[np.float64],
-    delta_au: NDArray[np.float64], phase_deg: NDArray[np.float64],
+    h: NDArray[np.float64],
+    g: NDArray[np.float64],
+    r_au: NDArray[np.float64],
+    delta_au: NDArray[np.float64],
+    phase_deg: NDArray[np.float64],
 ) -> NDArray[np.float64]:
     """Apparent V magnitude in the IAU H, G system (Bowell et al. 1989)."""
     tan_half = np.tan(np.deg2rad(phase_deg) / 2.0)

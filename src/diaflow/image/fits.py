@@ -39,7 +39,9 @@ _INFO_CARDS: dict[str, tuple[str, str]] = {
 }
 
 
-def write_exposure(exposure: Exposure, path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
+def write_exposure(
+    exposure: Exposure, path: str | os.PathLike[str], *, overwrite: bool = False
+) -> Path:
     """Write an exposure as multi-extension FITS, atomically (temporary file, then rename).
 
     Raises ``FileExistsError`` if ``path`` exists and ``overwrite`` is false.
@@ -116,7 +118,8 @@ def read_exposure(path: str | os.PathLike[str]) -> Exposure:
         raise
     except (OSError, ValueError, TypeError, IndexError, AstropyUserWarning) as exc:
         raise CorruptFileError(
-            "unreadable_fits", f"{path}: cannot read as FITS ({exc}); is it truncated?",
+            "unreadable_fits",
+            f"{path}: cannot read as FITS ({exc}); is it truncated?",
             path=str(path),
         ) from exc
     if image.ndim != 2:

@@ -48,9 +48,7 @@ def make_detector_wcs(
     scale = pixel_scale_arcsec / 3600.0
     theta = np.deg2rad(rotation_deg)
     # +x to the west of +y when rotation is zero (north up, east left), as on the sky.
-    w.wcs.cd = scale * np.array(
-        [[-np.cos(theta), np.sin(theta)], [np.sin(theta), np.cos(theta)]]
-    )
+    w.wcs.cd = scale * np.array([[-np.cos(theta), np.sin(theta)], [np.sin(theta), np.cos(theta)]])
     w.wcs.radesys = "ICRS"
     w.wcs.cunit = ["deg", "deg"]
     if distortion_k:

@@ -1,4 +1,6 @@
-"""Instrumental and environmental artifacts: cosmic rays, satellite trails, bleed trails, bad columns.
+"""Instrumental and environmental artifacts.
+
+Cosmic rays, satellite trails, bleed trails and bad columns.
 
 Each function changes the image in place and returns truth rows
 (``kind``, ``x0``, ``y0``, ``x1``, ``y1``, ``amplitude``) in 0-based pixel coordinates.
@@ -8,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["add_cosmic_rays", "add_satellite_trail", "bleed_saturation", "bad_columns"]
+__all__ = ["add_cosmic_rays", "add_satellite_trail", "bad_columns", "bleed_saturation"]
 
 
 def add_cosmic_rays(image: np.ndarray, n: int, rng: np.random.Generator) -> list[dict[str, object]]:
@@ -25,13 +27,22 @@ def add_cosmic_rays(image: np.ndarray, n: int, rng: np.random.Generator) -> list
         xs = np.clip(np.round(x0 + t * length * np.cos(ang)), 0, nx - 1).astype(int)
         ys = np.clip(np.round(y0 + t * length * np.sin(ang)), 0, ny - 1).astype(int)
         np.add.at(image, (ys, xs), charge / steps)
-        rows.append({"kind": "cosmic_ray", "x0": float(x0), "y0": float(y0),
-                     "x1": float(xs[-1]), "y1": float(ys[-1]), "amplitude": float(charge)})
+        rows.append(
+            {
+                "kind": "cosmic_ray",
+                "x0": float(x0),
+                "y0": float(y0),
+                "x1": float(xs[-1]),
+                "y1": float(ys[-1]),
+                "amplitude": float(charge),
+            }
+        )
     return rows
 
 
-def add_satellite_trail(expected: np.ndarray, fwhm_px: float, rng: np.random.Generator
-                        ) -> dict[str, object]:
+def add_satellite_trail(
+    expected: np.ndarray, fwhm_px: float, rng: np.random.Generator
+) -> dict[str, object]:
     """Add a satellite trail crossing the whole detector to the expected (noise-free) image.
 
     The trail is a straight line with a Gaussian cross-section a little wider than the PSF
@@ -50,9 +61,15 @@ def add_satellite_trail(expected: np.ndarray, fwhm_px: float, rng: np.random.Gen
     expected[band] += peak * np.exp(-0.5 * (d[band] / sigma) ** 2)
     # Endpoints where the line leaves the image, for the truth table.
     ext = 2 * max(nx, ny)
-    return {"kind": "satellite", "x0": float(x0 - ext * np.cos(ang)), "y0": float(y0 - ext * np.sin(ang)),
-            "x1": float(x0 + ext * np.cos(ang)), "y1": float(y0 + ext * np.sin(ang)),
-            "amplitude": float(peak), "width_px": float(width)}
+    return {
+        "kind": "satellite",
+        "x0": float(x0 - ext * np.cos(ang)),
+        "y0": float(y0 - ext * np.sin(ang)),
+        "x1": float(x0 + ext * np.cos(ang)),
+        "y1": float(y0 + ext * np.sin(ang)),
+        "amplitude": float(peak),
+        "width_px": float(width),
+    }
 
 
 def bleed_saturation(image: np.ndarray, full_well: float) -> list[dict[str, object]]:
@@ -86,11 +103,21 @@ def bleed_saturation(image: np.ndarray, full_well: float) -> list[dict[str, obje
             y -= 1
         bottom = y + 1
         if top > hi or bottom < lo:
-            rows.append({"kind": "bleed", "x0": float(col), "y0": float(bottom), "x1": float(col),
-                         "y1": float(top), "amplitude": excess})
+            rows.append(
+                {
+                    "kind": "bleed",
+                    "x0": float(col),
+                    "y0": float(bottom),
+                    "x1": float(col),
+                    "y1": float(top),
+                    "amplitude": excess,
+                }
+            )
     return rows
 
 
 def bad_columns(nx: int, n: int, rng: np.random.Generator) -> np.ndarray:
     """Column indices of a detector's bad columns (fixed per detector)."""
-    return np.sort(rng.choice(np.arange(8, nx - 8), size=n, replace=False)) if n else np.zeros(0, int)
+    return (
+        np.sort(rng.choice(np.arange(8, nx - 8), size=n, replace=False)) if n else np.zeros(0, int)
+    )

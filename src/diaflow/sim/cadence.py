@@ -60,7 +60,9 @@ _NEW_MOON_MJD = 51550.26
 _SYNODIC_DAYS = 29.530589
 
 
-def airmass_at(ra_deg: np.ndarray, dec_deg: np.ndarray, mjd_tai: np.ndarray, site: Site) -> np.ndarray:
+def airmass_at(
+    ra_deg: np.ndarray, dec_deg: np.ndarray, mjd_tai: np.ndarray, site: Site
+) -> np.ndarray:
     """Plane-parallel airmass ``sec z`` of (ra, dec) seen from ``site`` (inf below the horizon)."""
     ut1 = mjd_tai_to_utc_jd(mjd_tai)
     gmst = erfa.gmst06(ut1[0], ut1[1], ut1[0], ut1[1])
@@ -77,7 +79,10 @@ def _dayobs(mjd_tai: float) -> int:
 
 
 def _conditions(
-    visits: pd.DataFrame, cfg: CadenceConfig, rng: np.random.Generator, night_seeing: np.ndarray,
+    visits: pd.DataFrame,
+    cfg: CadenceConfig,
+    rng: np.random.Generator,
+    night_seeing: np.ndarray,
     night_clear: np.ndarray,
 ) -> pd.DataFrame:
     """Fill seeing, sky, transparency and zero points from the visit times and airmasses."""
@@ -142,7 +147,9 @@ def synthetic_schedule(
             span = offsets[-1]
             # Centre the sequence near transit, within the night's +/-4 h.
             tgrid = midnight + np.linspace(-4 / 24, 4 / 24 - span, 97)
-            x = airmass_at(np.full(tgrid.size, ra), np.full(tgrid.size, dec), tgrid + span / 2, site)
+            x = airmass_at(
+                np.full(tgrid.size, ra), np.full(tgrid.size, dec), tgrid + span / 2, site
+            )
             # Observe close to the best airmass of the night, as a scheduler would.
             ok = np.flatnonzero((x < 2.0) & (x < x.min() + 0.25))
             if ok.size == 0:
@@ -172,8 +179,10 @@ def synthetic_schedule(
         )
     visits = pd.DataFrame(rows)
     visits["airmass"] = airmass_at(
-        visits["boresight_ra_deg"].to_numpy(), visits["boresight_dec_deg"].to_numpy(),
-        visits["mjd_tai"].to_numpy(), site,
+        visits["boresight_ra_deg"].to_numpy(),
+        visits["boresight_dec_deg"].to_numpy(),
+        visits["mjd_tai"].to_numpy(),
+        site,
     )
     visits = _conditions(visits, cfg, rng, night_seeing, night_clear)
     return _assign_ids(visits)
@@ -190,15 +199,20 @@ def find_sorcha_cadence() -> Path:
             "cadence.opsim_path='sorcha' needs Sorcha's data file: "
             "pip install --no-deps sorcha (only its bundled database is used)"
         )
-    path = Path(next(iter(spec.submodule_search_locations))) / "data" / "demo" / "baseline_v2.0_1yr.db"
+    path = (
+        Path(next(iter(spec.submodule_search_locations))) / "data" / "demo" / "baseline_v2.0_1yr.db"
+    )
     if not path.exists():
         raise ConfigError(f"Sorcha is installed but {path} is missing")
     return path
 
 
 def opsim_schedule(
-    cfg: CadenceConfig, target: tuple[float, float] | None, rng: np.random.Generator,
-    *, radius_deg: float = 1.75,
+    cfg: CadenceConfig,
+    target: tuple[float, float] | None,
+    rng: np.random.Generator,
+    *,
+    radius_deg: float = 1.75,
 ) -> tuple[pd.DataFrame, tuple[float, float]]:
     """Visits of a real survey schedule (OpSim ``observations`` table) that cover ``target``.
 
@@ -214,12 +228,18 @@ def opsim_schedule(
     with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as con:
         obs = pd.read_sql_query(
             "SELECT observationStartMJD, visitExposureTime, visitTime, filter, seeingFwhmEff, "
-            "fiveSigmaDepth, fieldRA, fieldDec, rotSkyPos FROM observations", con
+            "fiveSigmaDepth, fieldRA, fieldDec, rotSkyPos FROM observations",
+            con,
         )
-    t0 = obs["observationStartMJD"].min() if cfg.start_mjd < obs["observationStartMJD"].min() \
+    t0 = (
+        obs["observationStartMJD"].min()
+        if cfg.start_mjd < obs["observationStartMJD"].min()
         else cfg.start_mjd
-    window = obs[(obs["observationStartMJD"] >= np.floor(t0))
-                 & (obs["observationStartMJD"] < np.floor(t0) + cfg.n_nights)]
+    )
+    window = obs[
+        (obs["observationStartMJD"] >= np.floor(t0))
+        & (obs["observationStartMJD"] < np.floor(t0) + cfg.n_nights)
+    ]
     if window.empty:
         raise ConfigError(f"{path}: no visits between MJD {t0:.1f} and {t0 + cfg.n_nights:.1f}")
     if target is None:
@@ -228,9 +248,14 @@ def opsim_schedule(
         coord = SkyCoord(window["fieldRA"].to_numpy(), window["fieldDec"].to_numpy(), unit="deg")
         elat = coord.barycentrictrueecliptic.lat.deg
         near = window[np.abs(elat) < 20]
-        cells = (np.round(near["fieldRA"]).astype(int) * 1000 + np.round(near["fieldDec"]).astype(int))
+        cells = np.round(near["fieldRA"]).astype(int) * 1000 + np.round(near["fieldDec"]).astype(
+            int
+        )
         best = cells.value_counts().idxmax()
-        target = (float(best // 1000), float(best % 1000 if best % 1000 < 500 else best % 1000 - 1000))
+        target = (
+            float(best // 1000),
+            float(best % 1000 if best % 1000 < 500 else best % 1000 - 1000),
+        )
     ra0, dec0 = np.deg2rad(target)
     ra, dec = np.deg2rad(window["fieldRA"].to_numpy()), np.deg2rad(window["fieldDec"].to_numpy())
     cos_sep = np.sin(dec0) * np.sin(dec) + np.cos(dec0) * np.cos(dec) * np.cos(ra - ra0)
@@ -243,8 +268,8 @@ def opsim_schedule(
             "night": np.floor(sel["observationStartMJD"].to_numpy() - np.floor(t0)).astype(int),
             "field": 0,
             "band": sel["filter"].to_numpy(),
-            "mjd_tai": sel["observationStartMJD"].to_numpy() + sel["visitExposureTime"].to_numpy()
-            / 2 / 86400.0,
+            "mjd_tai": sel["observationStartMJD"].to_numpy()
+            + sel["visitExposureTime"].to_numpy() / 2 / 86400.0,
             "exptime_s": sel["visitExposureTime"].to_numpy(),
             "boresight_ra_deg": target[0],
             "boresight_dec_deg": target[1],
@@ -254,11 +279,20 @@ def opsim_schedule(
     )
     bands = visits["band"].to_numpy()
     dm5 = sel["fiveSigmaDepth"].to_numpy() - median_m5.reindex(bands).to_numpy()
-    visits["sky_mag_arcsec2"] = np.array([DARK_SKY_MAG[b] for b in bands]) + np.minimum(2 * dm5, 0.3)
+    visits["sky_mag_arcsec2"] = np.array([DARK_SKY_MAG[b] for b in bands]) + np.minimum(
+        2 * dm5, 0.3
+    )
     site = Site(cfg.site_lon_deg, cfg.site_lat_deg, cfg.site_height_m)
     visits["airmass"] = np.clip(
-        airmass_at(visits["boresight_ra_deg"].to_numpy(), visits["boresight_dec_deg"].to_numpy(),
-                   visits["mjd_tai"].to_numpy(), site), 1.0, 3.0)
+        airmass_at(
+            visits["boresight_ra_deg"].to_numpy(),
+            visits["boresight_dec_deg"].to_numpy(),
+            visits["mjd_tai"].to_numpy(),
+            site,
+        ),
+        1.0,
+        3.0,
+    )
     n_nights = int(visits["night"].max()) + 1
     night_clear = rng.uniform(0, 1, n_nights) > 0.3
     visits = _conditions(visits, cfg, rng, np.ones(n_nights), night_clear)

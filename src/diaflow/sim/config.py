@@ -20,9 +20,9 @@ from ..errors import ConfigError
 
 __all__ = [
     "BANDS",
+    "PRESETS",
     "CadenceConfig",
     "CameraConfig",
-    "PRESETS",
     "RenderConfig",
     "SkyConfig",
     "SurveyConfig",
@@ -209,7 +209,9 @@ class SurveyConfig:
             )
         # A night offers about 8 hours; every field's visits must fit with their spacing.
         slot_min = cad.exptime_s / 60.0 + 0.5
-        needed_min = (cad.visits_per_night - 1) * lo + cad.n_fields * cad.visits_per_night * slot_min
+        needed_min = (
+            cad.visits_per_night - 1
+        ) * lo + cad.n_fields * cad.visits_per_night * slot_min
         if needed_min > 8 * 60:
             raise ConfigError(
                 f"impossible cadence: {cad.n_fields} field(s) x {cad.visits_per_night} visits "
@@ -219,10 +221,13 @@ class SurveyConfig:
         if (cad.field_ra_deg is None) != (cad.field_dec_deg is None):
             raise ConfigError("cadence.field_ra_deg and field_dec_deg must be given together")
         if cad.field_dec_deg is not None and not -90 <= cad.field_dec_deg <= 90:
-            raise ConfigError(f"cadence.field_dec_deg must be in [-90, 90], got {cad.field_dec_deg!r}")
+            raise ConfigError(
+                f"cadence.field_dec_deg must be in [-90, 90], got {cad.field_dec_deg!r}"
+            )
         if not 0 <= cad.weather_loss_fraction < 1:
             raise ConfigError(
-                f"cadence.weather_loss_fraction must be in [0, 1), got {cad.weather_loss_fraction!r}"
+                "cadence.weather_loss_fraction must be in [0, 1), "
+                f"got {cad.weather_loss_fraction!r}"
             )
         _positive("cadence.median_seeing_arcsec", cad.median_seeing_arcsec)
         for name in (
@@ -233,8 +238,13 @@ class SurveyConfig:
             "neo_per_deg2",
         ):
             _non_negative(f"sky.{name}", getattr(sky, name))
-        for name in ("rr_lyrae_fraction", "eclipsing_fraction", "agn_fraction",
-                     "fast_transient_fraction", "hostless_fraction"):
+        for name in (
+            "rr_lyrae_fraction",
+            "eclipsing_fraction",
+            "agn_fraction",
+            "fast_transient_fraction",
+            "hostless_fraction",
+        ):
             value = getattr(sky, name)
             if not 0 <= value <= 1:
                 raise ConfigError(f"sky.{name} must be in [0, 1], got {value!r}")
@@ -243,7 +253,9 @@ class SurveyConfig:
         for name in ("star_mag_range", "galaxy_mag_range", "main_belt_h_range", "neo_h_range"):
             a, b = getattr(sky, name)
             if not a < b:
-                raise ConfigError(f"sky.{name} must be (bright, faint) with bright < faint, got {(a, b)!r}")
+                raise ConfigError(
+                    f"sky.{name} must be (bright, faint) with bright < faint, got {(a, b)!r}"
+                )
         _positive("render.psf_beta", ren.psf_beta - 1.0, hint="beta must exceed 1")
         _non_negative("render.cosmic_rays_per_cm2_per_min", ren.cosmic_rays_per_cm2_per_min)
         if not 0 <= ren.satellite_probability <= 1:
@@ -262,8 +274,12 @@ class SurveyConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SurveyConfig:
         """Build from a nested dictionary; unknown keys are an error, missing keys keep defaults."""
-        sections = {"camera": CameraConfig, "cadence": CadenceConfig, "sky": SkyConfig,
-                    "render": RenderConfig}
+        sections = {
+            "camera": CameraConfig,
+            "cadence": CadenceConfig,
+            "sky": SkyConfig,
+            "render": RenderConfig,
+        }
         kwargs: dict[str, Any] = {}
         for key, value in data.items():
             if key in sections:
@@ -271,12 +287,14 @@ class SurveyConfig:
             elif key == "seed":
                 kwargs[key] = int(value)
             else:
-                raise ConfigError(f"unknown configuration section {key!r}; expected seed or {list(sections)}")
+                raise ConfigError(
+                    f"unknown configuration section {key!r}; expected seed or {list(sections)}"
+                )
         return cls(**kwargs)
 
     @classmethod
     def from_toml(cls, path: str | Path) -> SurveyConfig:
-        """Read a TOML file with ``seed`` and ``[camera]``/``[cadence]``/``[sky]``/``[render]`` tables."""
+        """Read a TOML file: ``seed`` and ``[camera]``, ``[cadence]``, ``[sky]``, ``[render]``."""
         try:
             data = tomllib.loads(Path(path).read_text())
         except tomllib.TOMLDecodeError as exc:
@@ -337,5 +355,8 @@ def preset(name: str, **changes: Any) -> SurveyConfig:
     """A named preset, optionally with dotted-path changes."""
     if name not in PRESETS:
         raise ConfigError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
-    return SurveyConfig.from_dict(PRESETS[name]).replace(**changes) if changes else \
-        SurveyConfig.from_dict(PRESETS[name])
+    return (
+        SurveyConfig.from_dict(PRESETS[name]).replace(**changes)
+        if changes
+        else SurveyConfig.from_dict(PRESETS[name])
+    )

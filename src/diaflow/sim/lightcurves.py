@@ -33,12 +33,14 @@ def _rrlyrae_delta_mag(phase: np.ndarray, amp: np.ndarray) -> np.ndarray:
     return amp * (shape - 0.5)
 
 
-def _eclipse_delta_mag(phase: np.ndarray, depth: np.ndarray, depth2: np.ndarray,
-                       width: np.ndarray) -> np.ndarray:
+def _eclipse_delta_mag(
+    phase: np.ndarray, depth: np.ndarray, depth2: np.ndarray, width: np.ndarray
+) -> np.ndarray:
     d1 = np.minimum(phase, 1 - phase)
     d2 = np.abs(phase - 0.5)
-    dip = depth * np.exp(-0.5 * (d1 / (width / 2.355)) ** 2) + \
-        depth * depth2 * np.exp(-0.5 * (d2 / (width / 2.355)) ** 2)
+    dip = depth * np.exp(-0.5 * (d1 / (width / 2.355)) ** 2) + depth * depth2 * np.exp(
+        -0.5 * (d2 / (width / 2.355)) ** 2
+    )
     flux_ratio = np.clip(1 - (1 - 10 ** (-0.4 * dip)), 1e-3, None)
     return -2.5 * np.log10(flux_ratio)
 
@@ -46,8 +48,9 @@ def _eclipse_delta_mag(phase: np.ndarray, depth: np.ndarray, depth2: np.ndarray,
 class DampedRandomWalk:
     """Exact Ornstein-Uhlenbeck updates of AGN magnitude offsets between increasing times."""
 
-    def __init__(self, ids: np.ndarray, tau_d: np.ndarray, sf_inf_mag: np.ndarray,
-                 rng: np.random.Generator) -> None:
+    def __init__(
+        self, ids: np.ndarray, tau_d: np.ndarray, sf_inf_mag: np.ndarray, rng: np.random.Generator
+    ) -> None:
         self.ids = np.asarray(ids)
         self.tau = np.asarray(tau_d)
         self.sigma = np.asarray(sf_inf_mag) / np.sqrt(2.0)
@@ -62,7 +65,9 @@ class DampedRandomWalk:
             if dt < 0:
                 raise ValueError(f"DampedRandomWalk times must not decrease: {mjd} < {self.t}")
             a = np.exp(-dt / self.tau)
-            self.state = a * self.state + self.sigma * np.sqrt(1 - a**2) * self.rng.normal(0, 1, self.ids.size)
+            self.state = a * self.state + self.sigma * np.sqrt(1 - a**2) * self.rng.normal(
+                0, 1, self.ids.size
+            )
         self.t = mjd
         return self.state.copy()
 
@@ -77,12 +82,18 @@ def static_fluxes_njy(
     rr = vt == "rrlyrae"
     if rr.any():
         phase = ((mjd - sky["t0_mjd"].to_numpy()[rr]) / per[rr]) % 1.0
-        mag[rr] += _rrlyrae_delta_mag(phase, sky["amplitude_mag"].to_numpy()[rr] * _RR_BAND_SCALE[band])
+        mag[rr] += _rrlyrae_delta_mag(
+            phase, sky["amplitude_mag"].to_numpy()[rr] * _RR_BAND_SCALE[band]
+        )
     eb = vt == "eclipsing"
     if eb.any():
         phase = ((mjd - sky["t0_mjd"].to_numpy()[eb]) / per[eb]) % 1.0
-        mag[eb] += _eclipse_delta_mag(phase, sky["amplitude_mag"].to_numpy()[eb],
-                                      sky["depth2_frac"].to_numpy()[eb], sky["width_phase"].to_numpy()[eb])
+        mag[eb] += _eclipse_delta_mag(
+            phase,
+            sky["amplitude_mag"].to_numpy()[eb],
+            sky["depth2_frac"].to_numpy()[eb],
+            sky["width_phase"].to_numpy()[eb],
+        )
     flux = mag_to_njy(mag)
     agn = vt == "agn"
     if agn.any() and agn_offsets:

@@ -1,10 +1,12 @@
-"""A one-page picture of a simulated survey: an exposure, the cadence, moving objects, light curves."""
+"""A one-page picture of a simulated survey.
+
+An exposure, the cadence, moving objects and light curves.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from ..image import read_exposure
@@ -38,18 +40,33 @@ def plot_survey(out_dir: str | Path, path: str | Path | None = None) -> Path:
     lo, hi = ZScaleInterval().get_limits(exp.image)
     ax.imshow(exp.image, origin="lower", cmap="gray", vmin=lo, vmax=hi)
     here = ss[(ss["visit"] == visit) & (ss["detector"] == det)]
-    ax.scatter(here["x"], here["y"], s=120, facecolors="none", edgecolors="tab:orange",
-               label="asteroids (truth)")
-    ax.set_title(f"visit {visit} detector {det}, {row['band']} band, "
-                 f"seeing {row['seeing_fwhm_arcsec']:.2f}\"")
+    ax.scatter(
+        here["x"],
+        here["y"],
+        s=120,
+        facecolors="none",
+        edgecolors="tab:orange",
+        label="asteroids (truth)",
+    )
+    ax.set_title(
+        f'visit {visit} detector {det}, {row["band"]} band, seeing {row["seeing_fwhm_arcsec"]:.2f}"'
+    )
     ax.legend(loc="upper right", fontsize=8)
     # 2. Cadence: visits over time, per band, with seeing.
     ax = axes[0, 1]
     per_visit = visits.drop_duplicates("visit")
-    colors = {"u": "tab:purple", "g": "tab:green", "r": "tab:red", "i": "tab:orange",
-              "z": "tab:brown", "y": "black"}
+    colors = {
+        "u": "tab:purple",
+        "g": "tab:green",
+        "r": "tab:red",
+        "i": "tab:orange",
+        "z": "tab:brown",
+        "y": "black",
+    }
     for band, grp in per_visit.groupby("band"):
-        ax.scatter(grp["mjd_tai"], grp["seeing_fwhm_arcsec"], s=18, color=colors.get(band), label=band)
+        ax.scatter(
+            grp["mjd_tai"], grp["seeing_fwhm_arcsec"], s=18, color=colors.get(band), label=band
+        )
     ax.set_xlabel("MJD (TAI)")
     ax.set_ylabel("PSF FWHM (arcsec)")
     ax.set_title(f"{per_visit.shape[0]} visits on {per_visit['night'].nunique()} nights")

@@ -63,11 +63,18 @@ def _draw_elements(kind: str, n: int, rng: np.random.Generator) -> dict[str, np.
         q = rng.uniform(qmin, np.maximum(qmin, qmax))
         e = np.clip(1 - q / a, 0.02, 0.85)
         inc = np.clip(rng.rayleigh(12.0, n), 0.0, 60.0)
-    return {"a": a, "e": e, "inc": inc, "node": rng.uniform(0, 360, n), "argperi": rng.uniform(0, 360, n)}
+    return {
+        "a": a,
+        "e": e,
+        "inc": inc,
+        "node": rng.uniform(0, 360, n),
+        "argperi": rng.uniform(0, 360, n),
+    }
 
 
-def _windows(earth_ecl: np.ndarray, d_ecl: np.ndarray, r_lo: np.ndarray, r_hi: np.ndarray,
-             radius_deg: float) -> tuple[np.ndarray, ...]:
+def _windows(
+    earth_ecl: np.ndarray, d_ecl: np.ndarray, r_lo: np.ndarray, r_hi: np.ndarray, radius_deg: float
+) -> tuple[np.ndarray, ...]:
     """Heliocentric ecliptic longitude and latitude windows (centre, half-width; radians) that
     contain every heliocentric direction from which an orbit with distances in [r_lo, r_hi] can
     appear within ``radius_deg`` of the geocentric direction ``d_ecl``; and whether any can.
@@ -100,11 +107,17 @@ def _windows(earth_ecl: np.ndarray, d_ecl: np.ndarray, r_lo: np.ndarray, r_hi: n
     pad = np.deg2rad(radius_deg) * scale.max(axis=0) + np.deg2rad(0.5)
     lat_c, lat_h = (lo_lat + hi_lat) / 2, (hi_lat - lo_lat) / 2 + pad
     lon_c = first + (lo_lon + hi_lon) / 2
-    lon_h = np.minimum((hi_lon - lo_lon) / 2 + pad / np.cos(np.clip(np.abs(lat_c) + lat_h, 0, 1.5)),
-                       np.pi)
+    lon_h = np.minimum(
+        (hi_lon - lo_lon) / 2 + pad / np.cos(np.clip(np.abs(lat_c) + lat_h, 0, 1.5)), np.pi
+    )
     z = np.zeros_like(lon_c)
-    return (np.where(valid, lon_c, z), np.where(valid, lon_h, z), np.where(valid, lat_c, z),
-            np.where(valid, lat_h, z), valid)
+    return (
+        np.where(valid, lon_c, z),
+        np.where(valid, lon_h, z),
+        np.where(valid, lat_c, z),
+        np.where(valid, lat_h, z),
+        valid,
+    )
 
 
 def draw_population(
@@ -143,7 +156,8 @@ def draw_population(
         k = rng.integers(len(centres), size=batch)
         d_ecl = np.array([_ecl(*c) for c in centres])[k]
         lon_c, lon_h, lat_c, lat_h, valid = _windows(
-            earth_ecl, d_ecl, el["a"] * (1 - el["e"]), el["a"] * (1 + el["e"]), radius_deg)
+            earth_ecl, d_ecl, el["a"] * (1 - el["e"]), el["a"] * (1 + el["e"]), radius_deg
+        )
         # Arguments of latitude u giving a heliocentric latitude inside the window: two arcs.
         sin_i = np.maximum(np.sin(np.deg2rad(el["inc"])), 1e-9)
         s_lo = np.clip(np.sin(lat_c - lat_h) / sin_i, -1, 1)
@@ -175,7 +189,9 @@ def draw_population(
         lam = lon_c + rng.uniform(-1, 1, n) * lon_h
         inc = np.deg2rad(el["inc"])
         el["node"] = np.rad2deg(lam - np.arctan2(np.sin(u) * np.cos(inc), np.cos(u))) % 360.0
-        orbits = KeplerianOrbits(el["a"], el["e"], el["inc"], el["node"], el["argperi"], m, epoch_tdb)
+        orbits = KeplerianOrbits(
+            el["a"], el["e"], el["inc"], el["node"], el["argperi"], m, epoch_tdb
+        )
         pos, _ = orbits.state(epoch_tdb)
         rel = pos - earth[None, :]
         rel /= np.linalg.norm(rel, axis=1)[:, None]
@@ -185,14 +201,23 @@ def draw_population(
             vec = np.array([np.cos(dec) * np.cos(ra), np.cos(dec) * np.sin(ra), np.sin(dec)])
             inside |= rel @ vec > cos_r
         if inside.any():
-            kept.append(pd.DataFrame({
-                "a_au": el["a"][inside], "e": el["e"][inside], "inc_deg": el["inc"][inside],
-                "node_deg": el["node"][inside], "argperi_deg": el["argperi"][inside],
-                "mean_anomaly_deg": m[inside],
-            }))
+            kept.append(
+                pd.DataFrame(
+                    {
+                        "a_au": el["a"][inside],
+                        "e": el["e"][inside],
+                        "inc_deg": el["inc"][inside],
+                        "node_deg": el["node"][inside],
+                        "argperi_deg": el["argperi"][inside],
+                        "mean_anomaly_deg": m[inside],
+                    }
+                )
+            )
             n_kept += int(inside.sum())
     if n_kept < target:
-        logger.warning("population %s: kept %d of %d wanted after %d draws", kind, n_kept, target, drawn)
+        logger.warning(
+            "population %s: kept %d of %d wanted after %d draws", kind, n_kept, target, drawn
+        )
     pop = pd.concat(kept, ignore_index=True).iloc[:target].copy()
     n = len(pop)
     pop.insert(0, "population", kind)
@@ -205,17 +230,35 @@ def draw_population(
 
 
 def _empty() -> pd.DataFrame:
-    return pd.DataFrame({c: pd.Series(dtype=t) for c, t in (
-        ("population", object), ("a_au", float), ("e", float), ("inc_deg", float),
-        ("node_deg", float), ("argperi_deg", float), ("mean_anomaly_deg", float),
-        ("epoch_mjd_tdb", float), ("h_mag", float), ("g_slope", float), ("taxonomy", object))})
+    return pd.DataFrame(
+        {
+            c: pd.Series(dtype=t)
+            for c, t in (
+                ("population", object),
+                ("a_au", float),
+                ("e", float),
+                ("inc_deg", float),
+                ("node_deg", float),
+                ("argperi_deg", float),
+                ("mean_anomaly_deg", float),
+                ("epoch_mjd_tdb", float),
+                ("h_mag", float),
+                ("g_slope", float),
+                ("taxonomy", object),
+            )
+        }
+    )
 
 
 def orbits_of(pop: pd.DataFrame) -> KeplerianOrbits:
     """The Keplerian orbits of a population table (one common epoch)."""
     epoch = float(pop["epoch_mjd_tdb"].iloc[0]) if len(pop) else 0.0
     return KeplerianOrbits(
-        pop["a_au"].to_numpy(float), pop["e"].to_numpy(float), pop["inc_deg"].to_numpy(float),
-        pop["node_deg"].to_numpy(float), pop["argperi_deg"].to_numpy(float),
-        pop["mean_anomaly_deg"].to_numpy(float), epoch,
+        pop["a_au"].to_numpy(float),
+        pop["e"].to_numpy(float),
+        pop["inc_deg"].to_numpy(float),
+        pop["node_deg"].to_numpy(float),
+        pop["argperi_deg"].to_numpy(float),
+        pop["mean_anomaly_deg"].to_numpy(float),
+        epoch,
     )

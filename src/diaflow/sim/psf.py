@@ -31,8 +31,9 @@ class VisitPsf:
     g_astig: float
 
     @classmethod
-    def draw(cls, fwhm_arcsec: float, field_radius_px: float, cfg: RenderConfig,
-             rng: np.random.Generator) -> VisitPsf:
+    def draw(
+        cls, fwhm_arcsec: float, field_radius_px: float, cfg: RenderConfig, rng: np.random.Generator
+    ) -> VisitPsf:
         """A PSF for one visit with random ellipticity terms."""
         return cls(
             fwhm_arcsec=fwhm_arcsec,

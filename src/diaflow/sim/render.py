@@ -99,7 +99,9 @@ def mosaic(camera: CameraConfig, rng: np.random.Generator) -> list[DetectorGeome
         i, j = divmod(d, ncol)
         ox = (j - (ncol - 1) / 2) * (nx + camera.detector_gap_px)
         oy = (i - (nrow - 1) / 2) * (ny + camera.detector_gap_px)
-        out.append(DetectorGeometry(d, (ny, nx), (ox, oy), bad_columns(nx, camera.n_bad_columns, rng)))
+        out.append(
+            DetectorGeometry(d, (ny, nx), (ox, oy), bad_columns(nx, camera.n_bad_columns, rng))
+        )
     return out
 
 
@@ -131,8 +133,9 @@ def _add_stamp(canvas: np.ndarray, obj: galsim.GSObject, x: float, y: float, hal
     obj.drawImage(stamp, center=galsim.PositionD(x, y), method="no_pixel", add_to_image=True)
     x0, x1 = max(bounds.xmin, 0), min(bounds.xmax, nx - 1)
     y0, y1 = max(bounds.ymin, 0), min(bounds.ymax, ny - 1)
-    canvas[y0:y1 + 1, x0:x1 + 1] += stamp.array[y0 - bounds.ymin:y1 - bounds.ymin + 1,
-                                                 x0 - bounds.xmin:x1 - bounds.xmin + 1]
+    canvas[y0 : y1 + 1, x0 : x1 + 1] += stamp.array[
+        y0 - bounds.ymin : y1 - bounds.ymin + 1, x0 - bounds.xmin : x1 - bounds.xmin + 1
+    ]
 
 
 def render_detector(
@@ -162,14 +165,24 @@ def render_detector(
     """
     ny, nx = geometry.shape
     scale = camera.pixel_scale_arcsec
-    wcs_kw = dict(pixel_scale_arcsec=scale, boresight_pixel=geometry.boresight_pixel,
-                  distortion_k=camera.distortion_k_per_px2, shape=geometry.shape)
-    wcs_true = make_detector_wcs(boresight_ra_deg=pointing.true_ra_deg,
-                                 boresight_dec_deg=pointing.true_dec_deg,
-                                 rotation_deg=pointing.true_rotation_deg, **wcs_kw)
-    wcs_header = make_detector_wcs(boresight_ra_deg=pointing.ra_deg,
-                                   boresight_dec_deg=pointing.dec_deg,
-                                   rotation_deg=pointing.rotation_deg, **wcs_kw)
+    wcs_kw = {
+        "pixel_scale_arcsec": scale,
+        "boresight_pixel": geometry.boresight_pixel,
+        "distortion_k": camera.distortion_k_per_px2,
+        "shape": geometry.shape,
+    }
+    wcs_true = make_detector_wcs(
+        boresight_ra_deg=pointing.true_ra_deg,
+        boresight_dec_deg=pointing.true_dec_deg,
+        rotation_deg=pointing.true_rotation_deg,
+        **wcs_kw,
+    )
+    wcs_header = make_detector_wcs(
+        boresight_ra_deg=pointing.ra_deg,
+        boresight_dec_deg=pointing.dec_deg,
+        rotation_deg=pointing.rotation_deg,
+        **wcs_kw,
+    )
     zp = float(visit["zero_point_true"])
     to_counts = 10 ** (0.4 * (zp - 31.4))
     sky = 10 ** (-0.4 * (float(visit["sky_mag_arcsec2"]) - zp)) * scale**2
@@ -178,7 +191,9 @@ def render_detector(
 
     drawn = pd.DataFrame(columns=["id", "x", "y", "flux_njy", "counts"])
     if len(sources):
-        x, y = wcs_true.all_world2pix(sources["ra_deg"].to_numpy(), sources["dec_deg"].to_numpy(), 0)
+        x, y = wcs_true.all_world2pix(
+            sources["ra_deg"].to_numpy(), sources["dec_deg"].to_numpy(), 0
+        )
         margin = render.stamp_max_px / 2
         on = (x > -margin) & (x < nx - 1 + margin) & (y > -margin) & (y < ny - 1 + margin)
         src = sources[on]
@@ -195,7 +210,9 @@ def render_detector(
         if "trail_ra_deg" in src and (kinds == "sso").any():
             trail_x, trail_y = wcs_true.all_world2pix(
                 src["trail_ra_deg"].fillna(src["ra_deg"]).to_numpy(),
-                src["trail_dec_deg"].fillna(src["dec_deg"]).to_numpy(), 0)
+                src["trail_dec_deg"].fillna(src["dec_deg"]).to_numpy(),
+                0,
+            )
         for k in range(len(src)):
             c = float(counts[k])
             if not c > 0:
@@ -208,8 +225,9 @@ def render_detector(
             if kind == "galaxy":
                 row = src.iloc[k]
                 hlr = float(row["half_light_arcsec"]) / scale
-                gal = galsim.Sersic(n=float(row["sersic_n"]), half_light_radius=hlr,
-                                    gsparams=_GSPARAMS)
+                gal = galsim.Sersic(
+                    n=float(row["sersic_n"]), half_light_radius=hlr, gsparams=_GSPARAMS
+                )
                 gal = gal.shear(g1=float(row["g1"]), g2=float(row["g2"])).rotate(rot)
                 obj = galsim.Convolve(gal.withFlux(c), p, gsparams=_GSPARAMS)
                 half = max(half, 4 * hlr)
@@ -218,7 +236,8 @@ def render_detector(
                 length = math.hypot(dx, dy)
                 if length > 0.5:
                     box = galsim.Box(length, 1e-3, gsparams=_GSPARAMS).rotate(
-                        math.atan2(dy, dx) * galsim.radians)
+                        math.atan2(dy, dx) * galsim.radians
+                    )
                     obj = galsim.Convolve(box, p, gsparams=_GSPARAMS).withFlux(c)
                     cx, cy = cx + dx / 2, cy + dy / 2
                     half = half + length / 2
@@ -227,19 +246,32 @@ def render_detector(
             else:
                 obj = p.withFlux(c)
             _add_stamp(canvas, obj, cx, cy, int(min(max(half, 6), max_half)))
-        drawn = pd.DataFrame({"id": src["id"].to_numpy(), "x": x, "y": y,
-                              "flux_njy": src["flux_njy"].to_numpy(), "counts": counts})
+        drawn = pd.DataFrame(
+            {
+                "id": src["id"].to_numpy(),
+                "x": x,
+                "y": y,
+                "flux_njy": src["flux_njy"].to_numpy(),
+                "counts": counts,
+            }
+        )
 
     # Sky with a gentle gradient, then satellites (light), then photon and read noise.
     grad = render.sky_gradient_fraction * rng.uniform(-0.5, 0.5, 2)
     canvas += sky_model((ny, nx), sky, (float(grad[0]), float(grad[1])))
     artifacts: list[dict[str, object]] = []
-    fwhm_centre = float(psf.params(np.array([geometry.offset_px[0]]), np.array([geometry.offset_px[1]]))[0][0])
+    fwhm_centre = float(
+        psf.params(np.array([geometry.offset_px[0]]), np.array([geometry.offset_px[1]]))[0][0]
+    )
     if rng.uniform() < render.satellite_probability:
         artifacts.append(add_satellite_trail(canvas, fwhm_centre / scale, rng))
-    image = rng.poisson(canvas).astype(np.float64) + rng.normal(0.0, camera.read_noise_e, canvas.shape)
+    image = rng.poisson(canvas).astype(np.float64) + rng.normal(
+        0.0, camera.read_noise_e, canvas.shape
+    )
     area_cm2 = nx * ny * (camera.pixel_size_um * 1e-4) ** 2
-    n_cr = rng.poisson(render.cosmic_rays_per_cm2_per_min * area_cm2 * float(visit["exptime_s"]) / 60)
+    n_cr = rng.poisson(
+        render.cosmic_rays_per_cm2_per_min * area_cm2 * float(visit["exptime_s"]) / 60
+    )
     artifacts += add_cosmic_rays(image, int(n_cr), rng)
     artifacts += bleed_saturation(image, camera.full_well_e)
 
@@ -248,21 +280,48 @@ def render_detector(
     for col in geometry.bad_columns:
         image[:, col] = sky + rng.uniform(2000, 20000) + rng.normal(0, 50, ny)
         mask[:, col] |= mask_bits(MaskPlane.BAD)
-        artifacts.append({"kind": "bad_column", "x0": float(col), "y0": 0.0, "x1": float(col),
-                          "y1": float(ny - 1), "amplitude": 0.0})
+        artifacts.append(
+            {
+                "kind": "bad_column",
+                "x0": float(col),
+                "y0": 0.0,
+                "x1": float(col),
+                "y1": float(ny - 1),
+                "amplitude": 0.0,
+            }
+        )
     variance = np.maximum(image, 0.0) + camera.read_noise_e**2
 
     info = VisitInfo(
-        visit=int(visit["visit"]), detector=geometry.detector, band=str(visit["band"]),
-        mjd_tai=float(visit["mjd_tai"]), exptime_s=float(visit["exptime_s"]),
-        boresight_ra_deg=pointing.ra_deg, boresight_dec_deg=pointing.dec_deg,
-        rotation_deg=pointing.rotation_deg, airmass=float(visit["airmass"]),
-        zero_point_nominal=float(visit["zero_point_nominal"]), gain=1.0,
-        read_noise_e=camera.read_noise_e, saturation_e=camera.full_well_e,
+        visit=int(visit["visit"]),
+        detector=geometry.detector,
+        band=str(visit["band"]),
+        mjd_tai=float(visit["mjd_tai"]),
+        exptime_s=float(visit["exptime_s"]),
+        boresight_ra_deg=pointing.ra_deg,
+        boresight_dec_deg=pointing.dec_deg,
+        rotation_deg=pointing.rotation_deg,
+        airmass=float(visit["airmass"]),
+        zero_point_nominal=float(visit["zero_point_nominal"]),
+        gain=1.0,
+        read_noise_e=camera.read_noise_e,
+        saturation_e=camera.full_well_e,
     )
-    exposure = Exposure(image=image.astype(np.float32), mask=mask,
-                        variance=variance.astype(np.float32), wcs=wcs_header, info=info,
-                        extra={"ORIGIN": "diaflow.sim", "SIMVER": __version__})
-    return RenderedDetector(exposure=exposure, sources=drawn, artifacts=artifacts,
-                            wcs_true=wcs_true, psf_fwhm_arcsec=fwhm_centre, zero_point_true=zp,
-                            sky_e_per_px=sky, sky_gradient=(float(grad[0]), float(grad[1])))
+    exposure = Exposure(
+        image=image.astype(np.float32),
+        mask=mask,
+        variance=variance.astype(np.float32),
+        wcs=wcs_header,
+        info=info,
+        extra={"ORIGIN": "diaflow.sim", "SIMVER": __version__},
+    )
+    return RenderedDetector(
+        exposure=exposure,
+        sources=drawn,
+        artifacts=artifacts,
+        wcs_true=wcs_true,
+        psf_fwhm_arcsec=fwhm_centre,
+        zero_point_true=zp,
+        sky_e_per_px=sky,
+        sky_gradient=(float(grad[0]), float(grad[1])),
+    )

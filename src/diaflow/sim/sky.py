@@ -43,7 +43,10 @@ _FAST_PEAK_COLOR = {"u": -0.4, "g": -0.2, "r": 0.0, "i": 0.15, "z": 0.25, "y": 0
 def random_in_circles(
     rng: np.random.Generator, centres: list[tuple[float, float]], radius_deg: float, n: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """``n`` points uniform on the sphere within ``radius_deg`` of any centre (overlaps counted once)."""
+    """``n`` points uniform on the sphere within ``radius_deg`` of any centre.
+
+    Overlapping caps are counted once, so the density is uniform over their union.
+    """
     ras: list[np.ndarray] = [np.zeros(0)]
     decs: list[np.ndarray] = [np.zeros(0)]
     have = 0
@@ -61,8 +64,9 @@ def random_in_circles(
     return np.concatenate(ras)[:n], np.concatenate(decs)[:n]
 
 
-def _uniform_cap(rng: np.random.Generator, centre: tuple[float, float], radius_deg: float, n: int
-                 ) -> tuple[np.ndarray, np.ndarray]:
+def _uniform_cap(
+    rng: np.random.Generator, centre: tuple[float, float], radius_deg: float, n: int
+) -> tuple[np.ndarray, np.ndarray]:
     cos_r = np.cos(np.deg2rad(radius_deg))
     z = rng.uniform(cos_r, 1.0, n)
     phi = rng.uniform(0, 2 * np.pi, n)
@@ -73,7 +77,9 @@ def _uniform_cap(rng: np.random.Generator, centre: tuple[float, float], radius_d
     ry = np.array([[np.sin(dec0), 0, np.cos(dec0)], [0, 1, 0], [-np.cos(dec0), 0, np.sin(dec0)]])
     rz = np.array([[np.cos(ra0), -np.sin(ra0), 0], [np.sin(ra0), np.cos(ra0), 0], [0, 0, 1]])
     w = v @ (rz @ ry).T
-    return np.rad2deg(np.arctan2(w[:, 1], w[:, 0])) % 360, np.rad2deg(np.arcsin(np.clip(w[:, 2], -1, 1)))
+    return np.rad2deg(np.arctan2(w[:, 1], w[:, 0])) % 360, np.rad2deg(
+        np.arcsin(np.clip(w[:, 2], -1, 1))
+    )
 
 
 def _sep_deg(ra: np.ndarray, dec: np.ndarray, ra0: float, dec0: float) -> np.ndarray:
@@ -82,7 +88,9 @@ def _sep_deg(ra: np.ndarray, dec: np.ndarray, ra0: float, dec0: float) -> np.nda
     return np.rad2deg(np.arccos(np.clip(c, -1, 1)))
 
 
-def power_law_mags(rng: np.random.Generator, n: int, lo: float, hi: float, slope: float) -> np.ndarray:
+def power_law_mags(
+    rng: np.random.Generator, n: int, lo: float, hi: float, slope: float
+) -> np.ndarray:
     """Magnitudes with ``log10 dN/dm = slope * m + const`` between ``lo`` and ``hi``."""
     u = rng.uniform(0, 1, n)
     k = slope * np.log(10)
@@ -118,9 +126,18 @@ def draw_static_sky(
     r = power_law_mags(rng, n_star, *cfg.star_mag_range, cfg.star_count_slope)
     gr = np.clip(rng.normal(0.9, 0.35, n_star), 0.1, 1.6)
     stars = pd.DataFrame({"kind": "star", "ra_deg": ra, "dec_deg": dec})
-    stars["pm_ra_mas_yr"] = rng.normal(0, 4.0, n_star) * np.where(rng.uniform(size=n_star) < 0.02, 10, 1)
+    stars["pm_ra_mas_yr"] = rng.normal(0, 4.0, n_star) * np.where(
+        rng.uniform(size=n_star) < 0.02, 10, 1
+    )
     stars["pm_dec_mas_yr"] = rng.normal(-2.0, 4.0, n_star)
-    colors = {"u": 1.1 + 1.2 * gr, "g": gr, "r": 0 * gr, "i": -0.42 * gr, "z": -0.6 * gr, "y": -0.68 * gr}
+    colors = {
+        "u": 1.1 + 1.2 * gr,
+        "g": gr,
+        "r": 0 * gr,
+        "i": -0.42 * gr,
+        "z": -0.6 * gr,
+        "y": -0.68 * gr,
+    }
     for b in BANDS:
         stars[f"mag_{b}"] = r + colors[b] + (0 if b in "gr" else rng.normal(0, 0.03, n_star))
 
@@ -128,19 +145,28 @@ def draw_static_sky(
     ra, dec = random_in_circles(rng, centres, radius_deg, n_gal)
     r = power_law_mags(rng, n_gal, *cfg.galaxy_mag_range, 0.33)
     red = rng.uniform(size=n_gal) < 0.3
-    gals = pd.DataFrame({"kind": "galaxy", "ra_deg": ra, "dec_deg": dec, "pm_ra_mas_yr": 0.0,
-                         "pm_dec_mas_yr": 0.0})
+    gals = pd.DataFrame(
+        {"kind": "galaxy", "ra_deg": ra, "dec_deg": dec, "pm_ra_mas_yr": 0.0, "pm_dec_mas_yr": 0.0}
+    )
     gcol = np.where(red, 1.0, 0.45) + rng.normal(0, 0.1, n_gal)
-    gal_colors = {"u": 2.2 * gcol, "g": gcol, "r": 0 * gcol, "i": -0.35 * gcol - 0.05,
-                  "z": -0.5 * gcol - 0.1, "y": -0.6 * gcol - 0.12}
+    gal_colors = {
+        "u": 2.2 * gcol,
+        "g": gcol,
+        "r": 0 * gcol,
+        "i": -0.35 * gcol - 0.05,
+        "z": -0.5 * gcol - 0.1,
+        "y": -0.6 * gcol - 0.12,
+    }
     for b in BANDS:
         gals[f"mag_{b}"] = r + gal_colors[b]
     # Indices on a 0.5 grid: GalSim caches each index's profile tables, so few distinct values
     # keep rendering fast.
-    gals["sersic_n"] = np.round(2 * np.where(red, rng.uniform(2.5, 4.0, n_gal),
-                                             rng.uniform(0.7, 1.5, n_gal))) / 2
+    gals["sersic_n"] = (
+        np.round(2 * np.where(red, rng.uniform(2.5, 4.0, n_gal), rng.uniform(0.7, 1.5, n_gal))) / 2
+    )
     gals["half_light_arcsec"] = np.clip(
-        1.2 * 10 ** (-0.12 * (r - 20)) * rng.lognormal(0, 0.3, n_gal), 0.25, 4.0)
+        1.2 * 10 ** (-0.12 * (r - 20)) * rng.lognormal(0, 0.3, n_gal), 0.25, 4.0
+    )
     e = np.clip(rng.rayleigh(0.2, n_gal), 0, 0.7)
     beta = rng.uniform(0, np.pi, n_gal)
     gals["g1"] = e * np.cos(2 * beta) / 2  # |g| = e / 2 roughly, keeps axis ratios sane
@@ -149,8 +175,13 @@ def draw_static_sky(
 
     sky = pd.concat([stars, gals], ignore_index=True)
     sky.insert(0, "id", np.arange(1, len(sky) + 1, dtype=np.int64))
-    for col, fill in (("sersic_n", 0.0), ("half_light_arcsec", 0.0), ("g1", 0.0), ("g2", 0.0),
-                      ("redshift", 0.0)):
+    for col, fill in (
+        ("sersic_n", 0.0),
+        ("half_light_arcsec", 0.0),
+        ("g1", 0.0),
+        ("g2", 0.0),
+        ("redshift", 0.0),
+    ):
         sky[col] = sky[col].fillna(fill) if col in sky else fill
     _add_variability(sky, cfg, rng)
     return sky
@@ -163,17 +194,23 @@ def _add_variability(sky: pd.DataFrame, cfg: SkyConfig, rng: np.random.Generator
     gal = ~star
     u = rng.uniform(size=n)
     var_type[star & (u < cfg.rr_lyrae_fraction)] = "rrlyrae"
-    var_type[star & (u >= cfg.rr_lyrae_fraction)
-             & (u < cfg.rr_lyrae_fraction + cfg.eclipsing_fraction)] = "eclipsing"
+    var_type[
+        star & (u >= cfg.rr_lyrae_fraction) & (u < cfg.rr_lyrae_fraction + cfg.eclipsing_fraction)
+    ] = "eclipsing"
     var_type[gal & (u < cfg.agn_fraction)] = "agn"
     sky["var_type"] = var_type
-    period = np.where(var_type == "rrlyrae", rng.uniform(0.45, 0.75, n),
-                      np.where(var_type == "eclipsing", 10 ** rng.uniform(-0.5, 0.8, n), 0.0))
+    period = np.where(
+        var_type == "rrlyrae",
+        rng.uniform(0.45, 0.75, n),
+        np.where(var_type == "eclipsing", 10 ** rng.uniform(-0.5, 0.8, n), 0.0),
+    )
     sky["period_d"] = period
     sky["t0_mjd"] = np.where(period > 0, 60000.0 + rng.uniform(0, 1, n) * period, 0.0)
     sky["amplitude_mag"] = np.select(
         [var_type == "rrlyrae", var_type == "eclipsing"],
-        [rng.uniform(0.5, 1.1, n), rng.uniform(0.15, 0.8, n)], 0.0)
+        [rng.uniform(0.5, 1.1, n), rng.uniform(0.15, 0.8, n)],
+        0.0,
+    )
     sky["depth2_frac"] = np.where(var_type == "eclipsing", rng.uniform(0.1, 0.8, n), 0.0)
     sky["width_phase"] = np.where(var_type == "eclipsing", rng.uniform(0.04, 0.1, n), 0.0)
     sky["tau_d"] = np.where(var_type == "agn", 10 ** rng.uniform(1.7, 2.6, n), 0.0)
@@ -202,8 +239,12 @@ def draw_transients(
     fast = rng.uniform(size=n) < cfg.fast_transient_fraction
     hostless = rng.uniform(size=n) < cfg.hostless_fraction
     gals = static[static["kind"] == "galaxy"]
-    tr = pd.DataFrame({"id": ID_TRANSIENT_BASE + np.arange(n, dtype=np.int64),
-                       "type": np.where(fast, "fast", "snia")})
+    tr = pd.DataFrame(
+        {
+            "id": ID_TRANSIENT_BASE + np.arange(n, dtype=np.int64),
+            "type": np.where(fast, "fast", "snia"),
+        }
+    )
     ra, dec = random_in_circles(rng, centres, radius_deg, n)
     host = np.full(n, -1, dtype=np.int64)
     z = np.where(fast, rng.uniform(0.01, 0.15, n), rng.uniform(0.05, 0.5, n))

@@ -89,8 +89,9 @@ class _ParquetSink:
     def flush(self) -> None:
         if not self.buffer:
             return
-        table = pa.Table.from_pandas(pd.concat(self.buffer, ignore_index=True), preserve_index=False,
-                                     schema=self.schema)
+        table = pa.Table.from_pandas(
+            pd.concat(self.buffer, ignore_index=True), preserve_index=False, schema=self.schema
+        )
         if self.writer is None:
             self.schema = table.schema
             self.writer = pq.ParquetWriter(self.path, self.schema)
@@ -115,9 +116,13 @@ def true_wcs(row: pd.Series | dict[str, object], config: SurveyConfig) -> object
     cam = config.camera
     geom = mosaic(cam, np.random.default_rng(0))[int(row["detector"])]
     return make_detector_wcs(
-        boresight_ra_deg=float(row["true_ra_deg"]), boresight_dec_deg=float(row["true_dec_deg"]),
-        rotation_deg=float(row["true_rotation_deg"]), pixel_scale_arcsec=cam.pixel_scale_arcsec,
-        boresight_pixel=geom.boresight_pixel, distortion_k=cam.distortion_k_per_px2, shape=geom.shape,
+        boresight_ra_deg=float(row["true_ra_deg"]),
+        boresight_dec_deg=float(row["true_dec_deg"]),
+        rotation_deg=float(row["true_rotation_deg"]),
+        pixel_scale_arcsec=cam.pixel_scale_arcsec,
+        boresight_pixel=geom.boresight_pixel,
+        distortion_k=cam.distortion_k_per_px2,
+        shape=geom.shape,
     )
 
 
@@ -172,7 +177,8 @@ def simulate_survey(
     cam, cad, skycfg = config.camera, config.cadence, config.sky
     seeds = np.random.SeedSequence(config.seed).spawn(8)
     rng_cadence, rng_sky, rng_tr, rng_sso, rng_point, rng_geom, rng_agn, rng_ref = (
-        np.random.default_rng(s) for s in seeds)
+        np.random.default_rng(s) for s in seeds
+    )
 
     # Where and when.
     mid_guess = cad.start_mjd + cad.n_nights / 2
@@ -181,8 +187,11 @@ def simulate_survey(
         visits, target = opsim_schedule(cad, target, rng_cadence)  # type: ignore[arg-type]
         fields = [target]
     else:
-        first = (cad.field_ra_deg, cad.field_dec_deg) if cad.field_ra_deg is not None \
+        first = (
+            (cad.field_ra_deg, cad.field_dec_deg)
+            if cad.field_ra_deg is not None
             else _opposition_field(mid_guess)
+        )
         step = 2 * field_radius_px(cam) * cam.pixel_scale_arcsec / 3600 / np.sqrt(2)
         fields = [_along_ecliptic(first[0], first[1], k * step) for k in range(cad.n_fields)]  # type: ignore[arg-type]
         visits = synthetic_schedule(cad, fields, rng_cadence)
@@ -196,19 +205,37 @@ def simulate_survey(
     transients = draw_transients(skycfg, static, fields, radius_deg, (t0, t1), rng_tr)
     half_span = 0.5 * (t1 - t0) + 1.0
     pops = [
-        draw_population("mba", skycfg.main_belt_per_deg2, skycfg.main_belt_h_range, fields,
-                        min(radius_deg + MB_RATE_DEG_PER_DAY * half_span, 15.0), mid, rng_sso),
-        draw_population("neo", skycfg.neo_per_deg2, skycfg.neo_h_range, fields,
-                        min(radius_deg + NEO_RATE_DEG_PER_DAY * half_span, 20.0), mid, rng_sso),
+        draw_population(
+            "mba",
+            skycfg.main_belt_per_deg2,
+            skycfg.main_belt_h_range,
+            fields,
+            min(radius_deg + MB_RATE_DEG_PER_DAY * half_span, 15.0),
+            mid,
+            rng_sso,
+        ),
+        draw_population(
+            "neo",
+            skycfg.neo_per_deg2,
+            skycfg.neo_h_range,
+            fields,
+            min(radius_deg + NEO_RATE_DEG_PER_DAY * half_span, 20.0),
+            mid,
+            rng_sso,
+        ),
     ]
-    sso = pd.concat([p for p in pops if len(p)], ignore_index=True) if any(len(p) for p in pops) \
+    sso = (
+        pd.concat([p for p in pops if len(p)], ignore_index=True)
+        if any(len(p) for p in pops)
         else pops[0]
+    )
     sso.insert(0, "ss_id", ID_SSO_BASE + np.arange(len(sso), dtype=np.int64))
     orbits = orbits_of(sso) if len(sso) else None
     site = Site(cad.site_lon_deg, cad.site_lat_deg, cad.site_height_m)
     agn = static[static["var_type"] == "agn"]
-    drw = DampedRandomWalk(agn["id"].to_numpy(), agn["tau_d"].to_numpy(), agn["sf_inf_mag"].to_numpy(),
-                           rng_agn)
+    drw = DampedRandomWalk(
+        agn["id"].to_numpy(), agn["tau_d"].to_numpy(), agn["sf_inf_mag"].to_numpy(), rng_agn
+    )
     variable_ids = set(static.loc[static["var_type"] != "none", "id"].tolist())
 
     # Write the survey-level tables now; the per-visit ones stream below.
@@ -217,7 +244,9 @@ def simulate_survey(
     static.to_parquet(out_dir / "truth" / "static.parquet", index=False)
     transients.to_parquet(out_dir / "truth" / "transients.parquet", index=False)
     sso.to_parquet(out_dir / "truth" / "ss_orbits.parquet", index=False)
-    make_refcat(static, skycfg.refcat_mag_limit, rng_ref).to_parquet(out_dir / "refcat.parquet", index=False)
+    make_refcat(static, skycfg.refcat_mag_limit, rng_ref).to_parquet(
+        out_dir / "refcat.parquet", index=False
+    )
     lc_sink = _ParquetSink(out_dir / "truth" / "lightcurves.parquet")
     ss_sink = _ParquetSink(out_dir / "truth" / "ss_positions.parquet")
     art_sink = _ParquetSink(out_dir / "truth" / "artifacts.parquet")
@@ -231,32 +260,52 @@ def simulate_survey(
         ra0, dec0 = float(visit["boresight_ra_deg"]), float(visit["boresight_dec_deg"])
         perr = rng_point.normal(0, cam.pointing_error_arcsec / 3600, 2)
         pointing = Pointing(
-            ra0, dec0, float(visit["rotation_deg"]),
-            ra0 + perr[0] / np.cos(np.deg2rad(dec0)), dec0 + perr[1],
+            ra0,
+            dec0,
+            float(visit["rotation_deg"]),
+            ra0 + perr[0] / np.cos(np.deg2rad(dec0)),
+            dec0 + perr[1],
             float(visit["rotation_deg"]) + rng_point.normal(0, cam.rotation_error_arcsec / 3600),
         )
         psf = VisitPsf.draw(float(visit["seeing_fwhm_arcsec"]), field_px, config.render, rng_point)
         offsets = dict(zip(drw.ids.tolist(), drw.advance(mjd).tolist(), strict=True))
-        sources = _visit_sources(static, transients, sso, orbits, site, visit, band, mjd, ra0, dec0,
-                                 radius_deg, offsets)
+        sources = _visit_sources(
+            static, transients, sso, orbits, site, visit, band, mjd, ra0, dec0, radius_deg, offsets
+        )
         for geom in geoms:
-            rng = np.random.default_rng(np.random.SeedSequence([config.seed, int(vi), geom.detector]))
-            out = render_detector(visit=visit, geometry=geom, pointing=pointing, psf=psf, camera=cam,
-                                  render=config.render, sources=sources, rng=rng)
+            rng = np.random.default_rng(
+                np.random.SeedSequence([config.seed, int(vi), geom.detector])
+            )
+            out = render_detector(
+                visit=visit,
+                geometry=geom,
+                pointing=pointing,
+                psf=psf,
+                camera=cam,
+                render=config.render,
+                sources=sources,
+                rng=rng,
+            )
             path = exposure_path(out_dir, int(visit["visit"]), geom.detector)
             write_exposure(out.exposure, path)
             _stream_truth(out, geom, visit, sources, variable_ids, lc_sink, ss_sink, art_sink)
-            visit_rows.append({
-                **{k: visit[k] for k in visits.columns},
-                "detector": geom.detector,
-                "true_ra_deg": pointing.true_ra_deg, "true_dec_deg": pointing.true_dec_deg,
-                "true_rotation_deg": pointing.true_rotation_deg,
-                "psf_fwhm_arcsec": out.psf_fwhm_arcsec,
-                "sky_e_per_px": out.sky_e_per_px, "sky_gradient_x": out.sky_gradient[0],
-                "sky_gradient_y": out.sky_gradient[1],
-                "psf_g1": psf.g1_const, "psf_g2": psf.g2_const, "psf_g_astig": psf.g_astig,
-                "path": str(path.relative_to(out_dir)),
-            })
+            visit_rows.append(
+                {
+                    **{k: visit[k] for k in visits.columns},
+                    "detector": geom.detector,
+                    "true_ra_deg": pointing.true_ra_deg,
+                    "true_dec_deg": pointing.true_dec_deg,
+                    "true_rotation_deg": pointing.true_rotation_deg,
+                    "psf_fwhm_arcsec": out.psf_fwhm_arcsec,
+                    "sky_e_per_px": out.sky_e_per_px,
+                    "sky_gradient_x": out.sky_gradient[0],
+                    "sky_gradient_y": out.sky_gradient[1],
+                    "psf_g1": psf.g1_const,
+                    "psf_g2": psf.g2_const,
+                    "psf_g_astig": psf.g_astig,
+                    "path": str(path.relative_to(out_dir)),
+                }
+            )
             done += 1
             if on_progress is not None:
                 on_progress(done, total)
@@ -267,13 +316,29 @@ def simulate_survey(
     art_sink.close(pd.DataFrame({"kind": pd.Series(dtype=object)}))
     visit_table = pd.DataFrame(visit_rows)
     visit_table.to_parquet(out_dir / "visits.parquet", index=False)
-    result = SurveyResult(out_dir, len(visits), len(visit_table), len(static), len(transients),
-                          len(sso), [tuple(f) for f in fields], time.perf_counter() - t_start)
+    result = SurveyResult(
+        out_dir,
+        len(visits),
+        len(visit_table),
+        len(static),
+        len(transients),
+        len(sso),
+        [tuple(f) for f in fields],
+        time.perf_counter() - t_start,
+    )
     manifest = {
-        "software": "diaflow", "version": __version__, "config": config.to_dict(),
-        "config_hash": config.config_hash(), "fields": result.fields,
-        "counts": {"visits": result.n_visits, "exposures": result.n_exposures,
-                   "static": result.n_static, "transients": result.n_transients, "sso": result.n_sso},
+        "software": "diaflow",
+        "version": __version__,
+        "config": config.to_dict(),
+        "config_hash": config.config_hash(),
+        "fields": result.fields,
+        "counts": {
+            "visits": result.n_visits,
+            "exposures": result.n_exposures,
+            "static": result.n_static,
+            "transients": result.n_transients,
+            "sso": result.n_sso,
+        },
         "detector_offsets_px": [list(g.offset_px) for g in geoms],
         "bad_columns": [g.bad_columns.tolist() for g in geoms],
     }
@@ -281,38 +346,82 @@ def simulate_survey(
     return result
 
 
-def _visit_sources(static: pd.DataFrame, transients: pd.DataFrame, sso: pd.DataFrame, orbits: object,
-                   site: Site, visit: pd.Series, band: str, mjd: float, ra0: float, dec0: float,
-                   radius_deg: float, agn_offsets: dict[int, float]) -> pd.DataFrame:
+def _visit_sources(
+    static: pd.DataFrame,
+    transients: pd.DataFrame,
+    sso: pd.DataFrame,
+    orbits: object,
+    site: Site,
+    visit: pd.Series,
+    band: str,
+    mjd: float,
+    ra0: float,
+    dec0: float,
+    radius_deg: float,
+    agn_offsets: dict[int, float],
+) -> pd.DataFrame:
     """Everything near the boresight at ``mjd``, with true fluxes, as render_detector wants."""
-    near = static[_sep_deg(static["ra_deg"].to_numpy(), static["dec_deg"].to_numpy(), ra0, dec0)
-                  < radius_deg + 0.01]
+    near = static[
+        _sep_deg(static["ra_deg"].to_numpy(), static["dec_deg"].to_numpy(), ra0, dec0)
+        < radius_deg + 0.01
+    ]
     years = (mjd - J2016_MJD) / 365.25
     cosd = np.cos(np.deg2rad(near["dec_deg"].to_numpy()))
-    parts = [pd.DataFrame({
-        "id": near["id"].to_numpy(), "kind": near["kind"].to_numpy(),
-        "ra_deg": near["ra_deg"].to_numpy() + near["pm_ra_mas_yr"].to_numpy() * years / 3.6e6 / cosd,
-        "dec_deg": near["dec_deg"].to_numpy() + near["pm_dec_mas_yr"].to_numpy() * years / 3.6e6,
-        "flux_njy": static_fluxes_njy(near, band, mjd, agn_offsets),
-        "sersic_n": near["sersic_n"].to_numpy(), "half_light_arcsec": near["half_light_arcsec"].to_numpy(),
-        "g1": near["g1"].to_numpy(), "g2": near["g2"].to_numpy(),
-    })]
+    parts = [
+        pd.DataFrame(
+            {
+                "id": near["id"].to_numpy(),
+                "kind": near["kind"].to_numpy(),
+                "ra_deg": near["ra_deg"].to_numpy()
+                + near["pm_ra_mas_yr"].to_numpy() * years / 3.6e6 / cosd,
+                "dec_deg": near["dec_deg"].to_numpy()
+                + near["pm_dec_mas_yr"].to_numpy() * years / 3.6e6,
+                "flux_njy": static_fluxes_njy(near, band, mjd, agn_offsets),
+                "sersic_n": near["sersic_n"].to_numpy(),
+                "half_light_arcsec": near["half_light_arcsec"].to_numpy(),
+                "g1": near["g1"].to_numpy(),
+                "g2": near["g2"].to_numpy(),
+            }
+        )
+    ]
     if len(transients):
-        tr = transients[_sep_deg(transients["ra_deg"].to_numpy(), transients["dec_deg"].to_numpy(),
-                                 ra0, dec0) < radius_deg + 0.01]
+        tr = transients[
+            _sep_deg(transients["ra_deg"].to_numpy(), transients["dec_deg"].to_numpy(), ra0, dec0)
+            < radius_deg + 0.01
+        ]
         flux = transient_fluxes_njy(tr, band, mjd)
         live = flux > 0
-        parts.append(pd.DataFrame({"id": tr["id"].to_numpy()[live], "kind": "transient",
-                                   "ra_deg": tr["ra_deg"].to_numpy()[live],
-                                   "dec_deg": tr["dec_deg"].to_numpy()[live], "flux_njy": flux[live]}))
+        parts.append(
+            pd.DataFrame(
+                {
+                    "id": tr["id"].to_numpy()[live],
+                    "kind": "transient",
+                    "ra_deg": tr["ra_deg"].to_numpy()[live],
+                    "dec_deg": tr["dec_deg"].to_numpy()[live],
+                    "flux_njy": flux[live],
+                }
+            )
+        )
     if len(sso):
         parts.append(_sso_sources(sso, orbits, site, visit, band, mjd, ra0, dec0, radius_deg))
-    return pd.concat([p for p in parts if len(p)], ignore_index=True) if any(len(p) for p in parts) \
+    return (
+        pd.concat([p for p in parts if len(p)], ignore_index=True)
+        if any(len(p) for p in parts)
         else parts[0]
+    )
 
 
-def _sso_sources(sso: pd.DataFrame, orbits: object, site: Site, visit: pd.Series, band: str,
-                 mjd: float, ra0: float, dec0: float, radius_deg: float) -> pd.DataFrame:
+def _sso_sources(
+    sso: pd.DataFrame,
+    orbits: object,
+    site: Site,
+    visit: pd.Series,
+    band: str,
+    mjd: float,
+    ra0: float,
+    dec0: float,
+    radius_deg: float,
+) -> pd.DataFrame:
     half = float(visit["exptime_s"]) / 2 / 86400.0
     tdb = 32.184 / 86400.0
     pos = {}
@@ -330,24 +439,44 @@ def _sso_sources(sso: pd.DataFrame, orbits: object, site: Site, visit: pd.Series
     color = np.array([SSO_COLORS[t][band] for t in sso["taxonomy"]])
     mag = v + color
     idx = np.flatnonzero(on)
-    return pd.DataFrame({
-        "id": sso["ss_id"].to_numpy()[idx], "kind": "sso",
-        "ra_deg": pos["start"][0][idx], "dec_deg": pos["start"][1][idx],
-        "trail_ra_deg": pos["end"][0][idx], "trail_dec_deg": pos["end"][1][idx],
-        "mid_ra_deg": ra[idx], "mid_dec_deg": dec[idx],
-        "flux_njy": mag_to_njy(mag[idx]), "mag": mag[idx],
-        "r_au": r[idx], "delta_au": delta[idx], "phase_deg": phase[idx],
-    })
+    return pd.DataFrame(
+        {
+            "id": sso["ss_id"].to_numpy()[idx],
+            "kind": "sso",
+            "ra_deg": pos["start"][0][idx],
+            "dec_deg": pos["start"][1][idx],
+            "trail_ra_deg": pos["end"][0][idx],
+            "trail_dec_deg": pos["end"][1][idx],
+            "mid_ra_deg": ra[idx],
+            "mid_dec_deg": dec[idx],
+            "flux_njy": mag_to_njy(mag[idx]),
+            "mag": mag[idx],
+            "r_au": r[idx],
+            "delta_au": delta[idx],
+            "phase_deg": phase[idx],
+        }
+    )
 
 
-def _stream_truth(out: object, geom: DetectorGeometry, visit: pd.Series, sources: pd.DataFrame,
-                  variable_ids: set[int], lc_sink: _ParquetSink, ss_sink: _ParquetSink,
-                  art_sink: _ParquetSink) -> None:
+def _stream_truth(
+    out: object,
+    geom: DetectorGeometry,
+    visit: pd.Series,
+    sources: pd.DataFrame,
+    variable_ids: set[int],
+    lc_sink: _ParquetSink,
+    ss_sink: _ParquetSink,
+    art_sink: _ParquetSink,
+) -> None:
     ny, nx = geom.shape
     drawn = out.sources  # type: ignore[attr-defined]
     visit_id, det = int(visit["visit"]), geom.detector
-    common = {"visit": visit_id, "detector": det, "band": str(visit["band"]),
-              "mjd_tai": float(visit["mjd_tai"])}
+    common = {
+        "visit": visit_id,
+        "detector": det,
+        "band": str(visit["band"]),
+        "mjd_tai": float(visit["mjd_tai"]),
+    }
     if len(drawn):
         on = (drawn["x"] >= 0) & (drawn["x"] <= nx - 1) & (drawn["y"] >= 0) & (drawn["y"] <= ny - 1)
         d = drawn[on]
@@ -360,17 +489,30 @@ def _stream_truth(out: object, geom: DetectorGeometry, visit: pd.Series, sources
             info = sources[sources["kind"] == "sso"].set_index("id").loc[ss["id"].to_numpy()]
             # The drawn position is the start of the trail; report the mid-exposure one too.
             mid_x, mid_y = out.wcs_true.all_world2pix(  # type: ignore[attr-defined]
-                info["mid_ra_deg"].to_numpy(), info["mid_dec_deg"].to_numpy(), 0)
+                info["mid_ra_deg"].to_numpy(), info["mid_dec_deg"].to_numpy(), 0
+            )
             end_x, end_y = out.wcs_true.all_world2pix(  # type: ignore[attr-defined]
-                info["trail_ra_deg"].to_numpy(), info["trail_dec_deg"].to_numpy(), 0)
-            ss_sink.append(pd.DataFrame({
-                "ss_id": ss["id"].to_numpy(), **common,
-                "ra_deg": info["mid_ra_deg"].to_numpy(), "dec_deg": info["mid_dec_deg"].to_numpy(),
-                "x": mid_x, "y": mid_y, "mag": info["mag"].to_numpy(),
-                "flux_njy": ss["flux_njy"].to_numpy(),
-                "trail_length_px": np.hypot(end_x - ss["x"].to_numpy(), end_y - ss["y"].to_numpy()),
-                "r_au": info["r_au"].to_numpy(), "delta_au": info["delta_au"].to_numpy(),
-                "phase_deg": info["phase_deg"].to_numpy(),
-            }))
+                info["trail_ra_deg"].to_numpy(), info["trail_dec_deg"].to_numpy(), 0
+            )
+            ss_sink.append(
+                pd.DataFrame(
+                    {
+                        "ss_id": ss["id"].to_numpy(),
+                        **common,
+                        "ra_deg": info["mid_ra_deg"].to_numpy(),
+                        "dec_deg": info["mid_dec_deg"].to_numpy(),
+                        "x": mid_x,
+                        "y": mid_y,
+                        "mag": info["mag"].to_numpy(),
+                        "flux_njy": ss["flux_njy"].to_numpy(),
+                        "trail_length_px": np.hypot(
+                            end_x - ss["x"].to_numpy(), end_y - ss["y"].to_numpy()
+                        ),
+                        "r_au": info["r_au"].to_numpy(),
+                        "delta_au": info["delta_au"].to_numpy(),
+                        "phase_deg": info["phase_deg"].to_numpy(),
+                    }
+                )
+            )
     if out.artifacts:  # type: ignore[attr-defined]
         art_sink.append(pd.DataFrame(out.artifacts).assign(**common))  # type: ignore[attr-defined]

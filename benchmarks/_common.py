@@ -47,8 +47,9 @@ def environment() -> dict[str, object]:
 
 def _git(*args: str) -> str | None:
     try:
-        done = subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, timeout=10,
-                              check=True)
+        done = subprocess.run(
+            ["git", *args], cwd=REPO, capture_output=True, text=True, timeout=10, check=True
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     return done.stdout.strip()
@@ -108,13 +109,19 @@ def measure_peak(fn: Callable[[], object]) -> dict[str, float | None]:
     if before is not None:
         fn()
         peak = _status_mib("VmHWM")
-        return {"rss_before_mib": before, "peak_rss_mib": peak,
-                "increment_mib": None if peak is None else peak - before}
+        return {
+            "rss_before_mib": before,
+            "peak_rss_mib": peak,
+            "increment_mib": None if peak is None else peak - before,
+        }
     before_max = _maxrss_self_mib()
     fn()
     peak_max = _maxrss_self_mib()
-    return {"rss_before_mib": None, "peak_rss_mib": peak_max,
-            "increment_mib": peak_max - before_max if peak_max > before_max else None}
+    return {
+        "rss_before_mib": None,
+        "peak_rss_mib": peak_max,
+        "increment_mib": peak_max - before_max if peak_max > before_max else None,
+    }
 
 
 def run_fresh(argv: Sequence[str]) -> dict[str, Any]:

@@ -1,29 +1,33 @@
 """Benchmark the simulator's cost per visit: render one detector at several source densities.
 
-For one detector of one visit (2048 x 2048; ``--quick``: 1024 x 1024) and the star and galaxy
-densities of the ``default`` preset scaled by a few factors, it reports:
+For one detector of one visit (2048 x 2048; ``--quick``: 1024 x 1024) with the star and galaxy
+densities of the ``default`` preset scaled x0.25, x1 and x4 (``--quick``: x1, x4), it reports, per
+density (keys ``x<scale>.*``):
 
 * ``render_s``: median seconds of :func:`diaflow.sim.render.render_detector` (GalSim stamps, sky,
-  noise, artifacts, mask and variance planes), with the sources drawn on it and the seconds per
-  1000 of them; a straight-line fit of time against sources drawn gives the marginal cost per
-  1000 sources and the fixed cost per visit;
-* a baseline measured in the same run: ``noise_only_s``, a sky + Poisson + read-noise image of the
-  same size made with numpy as ``render_detector`` makes it, and ``fits_write_s``, writing the
-  rendered exposure with :func:`diaflow.image.write_exposure` (to the page cache: no fsync). The
-  render time is reported as a ratio to their sum (``render_over_baseline``) and to the
-  noise-only image alone;
-* ``peak_rss_mib``: the peak resident memory of a fresh process that renders the visit and writes
-  its FITS file, and ``visit_peak_increment_mib``, how far that peak rose above what the process
-  held when the visit started (interpreter, libraries and inputs excluded). Each case runs in its
-  own process so peaks do not mix.
+  noise, artifacts, mask and variance planes) over 3 repeats (``--quick``: 2); the sources drawn
+  (stamps), ``s_per_1k_sources`` and ``marginal_s_per_1k_sources`` (the time above a render of the
+  same visit with no sources, ``no_sources.render_s``, per 1000 sources drawn);
+* ``render_over_baseline``: the render time over a baseline measured in the same run,
+  ``baseline.noise_only_s`` (a sky + Poisson + read-noise image of the same size made with numpy
+  as ``render_detector`` makes it) plus ``baseline.fits_write_s`` (writing the rendered exposure
+  with :func:`diaflow.image.write_exposure`, into the page cache: no fsync); also the ratio to the
+  noise-only image alone. These cheap figures take the median of 5 repeats;
+* ``peak_rss_mib``: the peak resident memory of a fresh process rendering the visit and writing its
+  FITS file, and ``visit_peak_increment_mib``: how far that peak rose above what the process held
+  as the visit started (interpreter, libraries and inputs). One process per case, so peaks never
+  mix; the noise-only image is measured the same way.
 
-Setup is untimed. The inputs of the visit are exactly those of :func:`simulate_survey`: it is run on
-a one-detector, one-night configuration with ``render_detector`` swapped for a function that
-records its arguments and stops the survey (see :func:`prepare_case`). The first render in a
-process also builds GalSim's lookup tables; it is reported apart (``cold_first_render_s``) and
-kept out of the medians.
+``growth_exponent_vs_sources`` is the log-log slope of (render - no-source render) against sources
+drawn: 1 means linear growth.
+
+Setup is untimed. The visit's inputs are exactly those :func:`simulate_survey` builds: it is run on
+a one-detector, one-night configuration with ``render_detector`` swapped for a recorder that stops
+the survey at its first call (see :func:`prepare_case`). The first render of a process also builds
+GalSim's lookup tables: it is reported apart (``cold_first_render_s``), out of the medians.
 
 Run it as ``diaflow bench simulate [--quick] [--json]`` or ``python benchmarks/bench_simulate.py``.
+Benchmarks report; they never assert.
 """
 
 from __future__ import annotations
@@ -47,6 +51,8 @@ from _common import environment, measure_peak, median_seconds, run_fresh
 
 FULL = {"shape": (2048, 2048), "scales": (0.25, 1.0, 4.0), "repeat": 3}
 QUICK = {"shape": (1024, 1024), "scales": (1.0, 4.0), "repeat": 2}
+CHEAP_REPEAT = 5
+"""Repeats of the cheap measurements (noise-only image, FITS write, render without sources)."""
 SEED = 42
 
 
@@ -55,15 +61,18 @@ def bench_config(shape: tuple[int, int], scale: float, seed: int = SEED) -> Any:
     from diaflow.sim import preset
 
     sky = preset("default").sky
-    return preset("default", **{
-        "seed": seed,
-        "camera.n_detectors": 1,
-        "camera.detector_shape": tuple(shape),
-        "cadence.n_nights": 1,
-        "cadence.weather_loss_fraction": 0.0,
-        "sky.star_density_per_arcmin2": scale * sky.star_density_per_arcmin2,
-        "sky.galaxy_density_per_arcmin2": scale * sky.galaxy_density_per_arcmin2,
-    })
+    return preset(
+        "default",
+        **{
+            "seed": seed,
+            "camera.n_detectors": 1,
+            "camera.detector_shape": tuple(shape),
+            "cadence.n_nights": 1,
+            "cadence.weather_loss_fraction": 0.0,
+            "sky.star_density_per_arcmin2": scale * sky.star_density_per_arcmin2,
+            "sky.galaxy_density_per_arcmin2": scale * sky.galaxy_density_per_arcmin2,
+        },
+    )
 
 
 class _Captured(Exception):
@@ -79,6 +88,8 @@ class Case:
     """Keyword arguments of ``render_detector`` except ``rng``."""
     rng_state: dict[str, Any]
     """State of the visit's noise generator, so every repeat does the same work."""
+    star_density: float = 0.0
+    galaxy_density: float = 0.0
 
     def rng(self) -> np.random.Generator:
         rng = np.random.default_rng()
@@ -100,25 +111,42 @@ def prepare_case(shape: tuple[int, int], scale: float) -> Case:
     """
     from diaflow.sim import survey
 
+    config = bench_config(shape, scale)
     captured: dict[str, Any] = {}
 
     def record(**kwargs: Any) -> None:
         captured.update(kwargs)
         raise _Captured
 
-    with (tempfile.TemporaryDirectory(prefix="diaflow-bench-") as tmp,
-          mock.patch.object(survey, "render_detector", record),
-          contextlib.suppress(_Captured)):
-        survey.simulate_survey(bench_config(shape, scale), tmp)
+    with (
+        tempfile.TemporaryDirectory(prefix="diaflow-bench-") as tmp,
+        mock.patch.object(survey, "render_detector", record),
+        contextlib.suppress(_Captured),
+    ):
+        survey.simulate_survey(config, tmp)
     if not captured:
-        raise RuntimeError("simulate_survey never called survey.render_detector: the schedule has "
-                           "no visit, or the survey no longer renders through that name")
+        raise RuntimeError(
+            "simulate_survey never called survey.render_detector: the schedule has "
+            "no visit, or the survey no longer renders through that name"
+        )
     rng = captured.pop("rng")
-    return Case(scale, captured, rng.bit_generator.state)
+    sky = config.sky
+    return Case(
+        scale,
+        captured,
+        rng.bit_generator.state,
+        sky.star_density_per_arcmin2,
+        sky.galaxy_density_per_arcmin2,
+    )
 
 
-def noise_only_image(shape: tuple[int, int], sky: float, gradient: tuple[float, float],
-                     read_noise: float, rng: np.random.Generator) -> np.ndarray:
+def noise_only_image(
+    shape: tuple[int, int],
+    sky: float,
+    gradient: tuple[float, float],
+    read_noise: float,
+    rng: np.random.Generator,
+) -> np.ndarray:
     """Sky + Poisson + read noise, made with numpy the way ``render_detector`` makes it."""
     from diaflow.sim.render import sky_model
 
@@ -145,7 +173,12 @@ def _peak_child(job: dict[str, Any]) -> dict[str, Any]:
 
 
 def _child(job_path: str) -> None:
-    """The measured process: load the job, then measure the peak memory of doing it once."""
+    """The measured process: load the job, then measure the peak memory of doing it once.
+
+    Every kind of job imports the same libraries before the measurement starts, so the increment
+    is what the work itself adds to a process that already holds them and the job's inputs.
+    """
+    import diaflow.sim.render  # noqa: F401  (galsim, astropy, pandas: loaded before measuring)
     from diaflow.image import write_exposure
 
     job = pickle.loads(Path(job_path).read_bytes())
@@ -157,104 +190,144 @@ def _child(job_path: str) -> None:
             with tempfile.TemporaryDirectory(prefix="diaflow-bench-") as tmp:
                 write_exposure(out.exposure, Path(tmp) / "visit.fits")
     else:
+
         def work() -> None:
-            noise_only_image(job["shape"], job["sky"], job["gradient"], job["read_noise"],
-                             np.random.default_rng(0))
+            noise_only_image(
+                job["shape"],
+                job["sky"],
+                job["gradient"],
+                job["read_noise"],
+                np.random.default_rng(0),
+            )
+
     print(json.dumps(measure_peak(work)))
 
 
 def run(quick: bool = False) -> dict[str, object]:
-    """Time and measure rendering one detector-visit; return flat figures (see the module doc)."""
+    """Time and measure rendering one detector-visit; return flat figures (see the module doc).
+
+    Keys: ``env.*`` (where), ``baseline.*``, ``no_sources.*`` (the visit rendered with no source),
+    ``x<scale>.*`` (densities x scale), ``growth_exponent_vs_sources``, ``cold_first_render_*``.
+    """
     from diaflow.image import write_exposure
 
     t_start = time.perf_counter()
     spec = QUICK if quick else FULL
     shape, scales, repeat = spec["shape"], spec["scales"], spec["repeat"]
+    cheap_repeat = max(repeat, CHEAP_REPEAT)
     figures: dict[str, object] = {f"env.{k}": v for k, v in environment().items()}
-    figures.update({"detector_shape": f"{shape[0]}x{shape[1]}", "repeats": repeat, "seed": SEED})
 
     cases = [prepare_case(shape, s) for s in scales]
-    visit = cases[0].inputs["visit"]
-    figures.update({"visit.band": str(visit["band"]),
-                    "visit.seeing_fwhm_arcsec": float(visit["seeing_fwhm_arcsec"])})
+    visit, camera = cases[0].inputs["visit"], cases[0].inputs["camera"]
+    figures.update(
+        {
+            "detector_shape": f"{shape[0]}x{shape[1]}",
+            "repeats": repeat,
+            "repeats_baseline": cheap_repeat,
+            "seed": SEED,
+            "visit.band": str(visit["band"]),
+            "visit.seeing_fwhm_arcsec": float(visit["seeing_fwhm_arcsec"]),
+        }
+    )
 
     # The first render of a process also builds GalSim's tables: report it, keep it out of medians.
     t0 = time.perf_counter()
     cases[0].render()
     cold_s = time.perf_counter() - t0
 
-    # The same visit with no sources at all: the fixed cost of a render.
-    empty = Case(0.0, {**cases[0].inputs, "sources": cases[0].inputs["sources"].iloc[:0]},
-                 cases[0].rng_state)
-    empty_s, _ = _measure_case(empty, repeat)
-    figures["no_sources.render_s"] = empty_s
+    # Every case is timed before any baseline, all in this process, one after the other.
+    timed = [(case, *_measure_case(case, repeat)) for case in cases]
+    ref = next((out for case, _, out in timed if case.scale == 1.0), timed[0][2])
 
-    drawn: list[tuple[float, int, float]] = []
-    out_ref: Any = None  # the visit whose sky and FITS file make the baseline (x1 if measured)
-    for case in cases:
-        render_s, out = _measure_case(case, repeat)
+    # Baseline: a noise-only image of the same size and sky, and writing the FITS file; and the
+    # same visit rendered with no sources at all (the fixed cost of a render).
+    noise_s = median_seconds(
+        lambda: noise_only_image(
+            shape, ref.sky_e_per_px, ref.sky_gradient, camera.read_noise_e, np.random.default_rng(0)
+        ),
+        cheap_repeat,
+    )
+    with tempfile.TemporaryDirectory(prefix="diaflow-bench-") as tmp:
+        path = Path(tmp) / "visit.fits"
+        write_s = median_seconds(
+            lambda: write_exposure(ref.exposure, path, overwrite=True), cheap_repeat
+        )
+        fits_mib = path.stat().st_size / 2**20
+    baseline_s = noise_s + write_s
+    noise_mem = _peak_child(
+        {
+            "what": "noise",
+            "shape": shape,
+            "sky": ref.sky_e_per_px,
+            "gradient": ref.sky_gradient,
+            "read_noise": camera.read_noise_e,
+        }
+    )
+    empty_inputs = {**cases[0].inputs, "sources": cases[0].inputs["sources"].iloc[:0]}
+    empty_s, _ = _measure_case(Case(0.0, empty_inputs, cases[0].rng_state), cheap_repeat)
+    figures.update(
+        {
+            "baseline.noise_only_s": noise_s,
+            "baseline.fits_write_s": write_s,
+            "baseline.fits_file_mib": fits_mib,
+            "baseline.total_s": baseline_s,
+            "baseline.noise_peak_rss_mib": noise_mem["peak_rss_mib"],
+            "baseline.noise_peak_increment_mib": noise_mem["increment_mib"],
+            "no_sources.render_s": empty_s,
+            "no_sources.render_over_baseline": empty_s / baseline_s,
+        }
+    )
+
+    # Each density: sources, time, time per source, ratio to the baseline, peak memory.
+    for case, render_s, out in timed:
         sources = case.inputs["sources"]
         kind = sources.set_index("id").loc[out.sources["id"].to_numpy(), "kind"].to_numpy()
         n = len(out.sources)
-        key = f"density_x{case.scale:g}"
-        figures[f"{key}.sources_in_field"] = len(sources)
-        figures[f"{key}.sources_drawn"] = n
-        figures[f"{key}.galaxies_drawn"] = int((kind == "galaxy").sum())
-        figures[f"{key}.stars_drawn"] = int((kind == "star").sum())
-        figures[f"{key}.render_s"] = render_s
-        figures[f"{key}.s_per_1000_sources"] = 1000 * render_s / n if n else None
-        figures[f"{key}.marginal_s_per_1000_sources"] = (
-            1000 * (render_s - empty_s) / n if n else None)
-        drawn.append((case.scale, n, render_s))
-        if case.scale == 1.0 or out_ref is None:
-            out_ref = out
-    figures["cold_first_render_s"] = cold_s
-    figures["cold_first_render_extra_s"] = cold_s - drawn[0][2]
-
-    # Baseline: a noise-only image of the same size and sky, and writing the FITS file.
-    camera = cases[0].inputs["camera"]
-    noise_s = median_seconds(lambda: noise_only_image(
-        shape, out_ref.sky_e_per_px, out_ref.sky_gradient, camera.read_noise_e,
-        np.random.default_rng(0)), repeat)
-    with tempfile.TemporaryDirectory(prefix="diaflow-bench-") as tmp:
-        path = Path(tmp) / "visit.fits"
-        write_s = median_seconds(lambda: write_exposure(out_ref.exposure, path, overwrite=True),
-                                 repeat)
-        fits_mib = path.stat().st_size / 2**20
-    baseline_s = noise_s + write_s
-    figures.update({"baseline.noise_only_s": noise_s, "baseline.fits_write_s": write_s,
-                    "baseline.fits_file_mib": fits_mib, "baseline.total_s": baseline_s,
-                    "no_sources.render_over_baseline": empty_s / baseline_s})
-    for scale, _, render_s in drawn:
-        figures[f"density_x{scale:g}.render_over_baseline"] = render_s / baseline_s
-        figures[f"density_x{scale:g}.render_over_noise_only"] = render_s / noise_s
+        mem = _peak_child(
+            {
+                "what": "render",
+                "scale": case.scale,
+                "inputs": case.inputs,
+                "rng_state": case.rng_state,
+            }
+        )
+        key = f"x{case.scale:g}"
+        figures.update(
+            {
+                f"{key}.star_density_per_arcmin2": case.star_density,
+                f"{key}.galaxy_density_per_arcmin2": case.galaxy_density,
+                f"{key}.sources_in_field": len(sources),
+                f"{key}.sources_drawn": n,
+                f"{key}.galaxies_drawn": int((kind == "galaxy").sum()),
+                f"{key}.stars_drawn": int((kind == "star").sum()),
+                f"{key}.render_s": render_s,
+                f"{key}.s_per_1k_sources": 1000 * render_s / n if n else None,
+                f"{key}.marginal_s_per_1k_sources": 1000 * (render_s - empty_s) / n if n else None,
+                f"{key}.render_over_baseline": render_s / baseline_s,
+                f"{key}.render_over_noise_only": render_s / noise_s,
+                f"{key}.peak_rss_mib": mem["peak_rss_mib"],
+                f"{key}.visit_peak_increment_mib": mem["increment_mib"],
+            }
+        )
 
     # Growth: exponent of (render - no-source render) against sources drawn; 1 is linear.
-    n_drawn = np.array([n for _, n, _ in drawn], float)
-    extra = np.array([t - empty_s for _, _, t in drawn])
-    if len(drawn) >= 2 and (n_drawn > 0).all() and (extra > 0).all() and np.ptp(n_drawn) > 0:
+    n_drawn = np.array([len(out.sources) for _, _, out in timed], float)
+    extra = np.array([t for _, t, _ in timed]) - empty_s
+    if len(timed) >= 2 and (n_drawn > 0).all() and (extra > 0).all() and np.ptp(n_drawn) > 0:
         figures["growth_exponent_vs_sources"] = float(
-            np.polyfit(np.log(n_drawn), np.log(extra), 1)[0])
-
-    # Peak memory, one fresh process per case: render + write one visit, or the noise image.
-    for case in cases:
-        mem = _peak_child({"what": "render", "scale": case.scale, "inputs": case.inputs,
-                           "rng_state": case.rng_state})
-        figures[f"density_x{case.scale:g}.peak_rss_mib"] = mem["peak_rss_mib"]
-        figures[f"density_x{case.scale:g}.visit_peak_increment_mib"] = mem["increment_mib"]
-    mem = _peak_child({"what": "noise", "shape": shape, "sky": out_ref.sky_e_per_px,
-                       "gradient": out_ref.sky_gradient, "read_noise": camera.read_noise_e})
-    figures["baseline.noise_only_peak_rss_mib"] = mem["peak_rss_mib"]
-    figures["baseline.noise_only_peak_increment_mib"] = mem["increment_mib"]
-
+            np.polyfit(np.log(n_drawn), np.log(extra), 1)[0]
+        )
+    figures["cold_first_render_s"] = cold_s
+    figures["cold_first_render_extra_s"] = cold_s - timed[0][1]
     figures["bench_wall_s"] = time.perf_counter() - t_start
     return figures
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true",
-                        help="1024 x 1024, two densities, 2 repeats")
+    parser.add_argument(
+        "--quick", action="store_true", help="1024 x 1024, two densities, 2 repeats"
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--measure-child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

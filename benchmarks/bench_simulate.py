@@ -21,9 +21,9 @@ density (keys ``x<scale>.*``):
 ``growth_exponent_vs_sources`` is the log-log slope of (render - no-source render) against sources
 drawn: 1 means linear growth.
 
-Setup is untimed. The visit's inputs are exactly those :func:`simulate_survey` builds: it is run on
-a one-detector, one-night configuration with ``render_detector`` swapped for a recorder that stops
-the survey at its first call (see :func:`prepare_case`). The first render of a process also builds
+Setup is untimed. The visit's inputs are exactly those :func:`simulate_survey` renders: the
+plan of a one-detector, one-night survey (:func:`diaflow.sim.plan_survey`) and its first visit's inputs
+(:func:`diaflow.sim.visit_inputs`), see :func:`prepare_case`. The first render of a process also builds
 GalSim's lookup tables: it is reported apart (``cold_first_render_s``), out of the medians.
 
 Run it as ``diaflow bench simulate [--quick] [--json]`` or ``python benchmarks/bench_simulate.py``.
@@ -33,7 +33,6 @@ Benchmarks report; they never assert.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import pickle
 import sys
@@ -42,7 +41,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from unittest import mock
 
 import numpy as np
 
@@ -75,10 +73,6 @@ def bench_config(shape: tuple[int, int], scale: float, seed: int = SEED) -> Any:
     )
 
 
-class _Captured(Exception):
-    """Raised by the stand-in renderer to stop the survey once it has the first visit's inputs."""
-
-
 @dataclass
 class Case:
     """The inputs of one detector-visit, ready to render again and again."""
@@ -103,38 +97,26 @@ class Case:
 
 
 def prepare_case(shape: tuple[int, int], scale: float) -> Case:
-    """The first visit of a one-detector survey, prepared exactly as ``simulate_survey`` does.
-
-    ``simulate_survey`` builds the schedule, the sky, the solar system, the pointing, the PSF and
-    the visit's sources (``_visit_sources``) inline, so this runs it in a temporary directory with
-    ``survey.render_detector`` replaced by a recorder that stops it at the first call.
-    """
-    from diaflow.sim import survey
+    """The first visit of a one-detector survey, prepared exactly as ``simulate_survey`` does."""
+    from diaflow.sim import detector_rng, plan_survey, visit_inputs
 
     config = bench_config(shape, scale)
-    captured: dict[str, Any] = {}
-
-    def record(**kwargs: Any) -> None:
-        captured.update(kwargs)
-        raise _Captured
-
-    with (
-        tempfile.TemporaryDirectory(prefix="diaflow-bench-") as tmp,
-        mock.patch.object(survey, "render_detector", record),
-        contextlib.suppress(_Captured),
-    ):
-        survey.simulate_survey(config, tmp)
-    if not captured:
-        raise RuntimeError(
-            "simulate_survey never called survey.render_detector: the schedule has "
-            "no visit, or the survey no longer renders through that name"
-        )
-    rng = captured.pop("rng")
+    plan = plan_survey(config)
+    visit = plan.visits.iloc[0]
+    inputs = visit_inputs(plan, visit)
     sky = config.sky
     return Case(
         scale,
-        captured,
-        rng.bit_generator.state,
+        {
+            "visit": visit,
+            "geometry": plan.detectors[0],
+            "pointing": inputs.pointing,
+            "psf": inputs.psf,
+            "camera": config.camera,
+            "render": config.render,
+            "sources": inputs.sources,
+        },
+        detector_rng(config, 0, plan.detectors[0].detector).bit_generator.state,
         sky.star_density_per_arcmin2,
         sky.galaxy_density_per_arcmin2,
     )

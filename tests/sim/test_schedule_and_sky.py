@@ -66,7 +66,8 @@ def _iers_warnings_ignored():
     """Tolerate only astropy's IERS-table warnings (stale or out-of-range Earth orientation)."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=iers.IERSWarning)
-        warnings.filterwarnings("ignore", category=AstropyWarning, message=r".*(IERS|polar motion).*")
+        warnings.filterwarnings("ignore", category=AstropyWarning,
+                                message=r".*(IERS|polar motion).*")
         yield
 
 
@@ -137,7 +138,8 @@ def test_revisits_spaced_as_configured(survey: pd.DataFrame) -> None:
     assert gaps.min() >= lo - slot_min
     assert gaps.max() <= hi + slot_min
     # Drawn across the whole range, not pinned to one end.
-    assert gaps.min() < lo + 0.2 * (hi - lo) and gaps.max() > hi - 0.2 * (hi - lo)
+    assert gaps.min() < lo + 0.2 * (hi - lo)
+    assert gaps.max() > hi - 0.2 * (hi - lo)
 
 
 def test_visits_are_at_night(survey: pd.DataFrame, no_iers_download: None) -> None:
@@ -201,7 +203,8 @@ def test_bands_from_config(survey: pd.DataFrame) -> None:
 
 def test_seeing_range_and_airmass_dependence(survey: pd.DataFrame) -> None:
     fwhm = survey["seeing_fwhm_arcsec"].to_numpy()
-    assert fwhm.min() >= 0.55 and fwhm.max() <= 1.8
+    assert fwhm.min() >= 0.55
+    assert fwhm.max() <= 1.8
     # Within a night (same atmosphere) and a band, seeing grows with airmass; Kolmogorov
     # turbulence gives FWHM ~ X^0.6. Demean log FWHM and log X per (night, band).
     df = pd.DataFrame({"lf": np.log(fwhm), "lx": np.log(survey["airmass"]),
@@ -324,8 +327,9 @@ def test_opsim_default_target_is_the_densest_cell() -> None:
     coord = SkyCoord(w["fieldRA"].to_numpy() * u.deg, w["fieldDec"].to_numpy() * u.deg)
     elat = coord.transform_to(BarycentricTrueEcliptic()).lat.deg
     near = w[np.abs(elat) < 20]
-    counts = pd.Series(list(zip(np.round(near["fieldRA"]).astype(int),
-                                np.round(near["fieldDec"]).astype(int), strict=True))).value_counts()
+    cells = zip(np.round(near["fieldRA"]).astype(int), np.round(near["fieldDec"]).astype(int),
+                strict=True)
+    counts = pd.Series(list(cells)).value_counts()
     densest = {tuple(float(v) for v in c) for c in counts.index[counts == counts.iloc[0]]}
     _, target = opsim_schedule(OPSIM_CFG, None, np.random.default_rng(0))
     assert tuple(target) in densest
@@ -334,7 +338,7 @@ def test_opsim_default_target_is_the_densest_cell() -> None:
 def test_opsim_missing_database_names_the_path(tmp_path) -> None:
     missing = tmp_path / "no_such_opsim.db"
     cfg = CadenceConfig(opsim_path=str(missing))
-    with pytest.raises(ConfigError, match="no_such_opsim.db") as info:
+    with pytest.raises(ConfigError, match=r"no_such_opsim\.db") as info:
         opsim_schedule(cfg, (0.0, 0.0), np.random.default_rng(0))
     assert str(missing) in str(info.value)
 
@@ -347,8 +351,9 @@ def test_opsim_missing_database_names_the_path(tmp_path) -> None:
 def _variables_table() -> pd.DataFrame:
     rows = []
     for k, (per, amp) in enumerate([(0.45, 0.5), (0.58, 0.8), (0.75, 1.1)]):
-        rows.append({"id": k + 1, "var_type": "rrlyrae", "period_d": per, "t0_mjd": 60000.1 * (k + 1),
-                     "amplitude_mag": amp, "depth2_frac": 0.0, "width_phase": 0.0})
+        rows.append({"id": k + 1, "var_type": "rrlyrae", "period_d": per,
+                     "t0_mjd": 60000.1 * (k + 1), "amplitude_mag": amp, "depth2_frac": 0.0,
+                     "width_phase": 0.0})
     for k, (per, amp, d2, w) in enumerate([(0.4, 0.15, 0.1, 0.04), (2.0, 0.5, 0.5, 0.07),
                                            (6.0, 0.8, 0.8, 0.1)]):
         rows.append({"id": k + 10, "var_type": "eclipsing", "period_d": per, "t0_mjd": 60003.3 + k,
@@ -361,58 +366,66 @@ def _variables_table() -> pd.DataFrame:
     return df
 
 
-def _mags(sky: pd.DataFrame, band: str, times: np.ndarray) -> np.ndarray:
-    """(n_times, n_sources) magnitudes, converted from nJy with the AB definition (3631 Jy)."""
-    return np.array([-2.5 * np.log10(static_fluxes_njy(sky, band, t) / AB_ZERO_NJY)
-                     for t in times])
+def _ab_mag(flux_njy: np.ndarray) -> np.ndarray:
+    """AB magnitude from nJy, by the definition (3631 Jy is magnitude 0)."""
+    return -2.5 * np.log10(np.asarray(flux_njy) / AB_ZERO_NJY)
+
+
+def _ab_flux_njy(mag: np.ndarray) -> np.ndarray:
+    return AB_ZERO_NJY * 10 ** (-0.4 * np.asarray(mag))
+
+
+def _phase_curve(source: pd.Series, band: str, phases: np.ndarray, mjd: float = 61000.0
+                 ) -> np.ndarray:
+    """Magnitudes of one periodic source at ``phases`` (cycles after its ``t0_mjd``), observed
+    at one time ``mjd`` as copies of the source whose epochs are shifted accordingly."""
+    copies = pd.DataFrame([source] * phases.size).reset_index(drop=True)
+    copies["t0_mjd"] = mjd - phases * source["period_d"]
+    return _ab_mag(static_fluxes_njy(copies, band, mjd))
 
 
 def test_rr_lyrae_periodic_with_band_amplitudes() -> None:
     sky = _variables_table()
     rr = sky[sky["var_type"] == "rrlyrae"].reset_index(drop=True)
     rng = np.random.default_rng(10)
-    for t in rng.uniform(60000, 61000, 10):
+    per = rr["period_d"].to_numpy()
+    for t in rng.uniform(60000, 61000, 5):
         for b in ("g", "r"):
             f0 = static_fluxes_njy(rr, b, t)
-            f1 = static_fluxes_njy(rr, b, t + rr["period_d"].to_numpy()[0])
-            np.testing.assert_allclose(f0[0], f1[0], rtol=1e-6)
-            f5 = static_fluxes_njy(rr, b, t + 5 * rr["period_d"].to_numpy()[2])
-            np.testing.assert_allclose(f0[2], f5[2], rtol=1e-6)
-    amps = {}
-    for b in ("g", "r", "i"):
-        for j, row in rr.iterrows():
-            tt = row["t0_mjd"] + np.linspace(0, row["period_d"], 4001)
-            m = _mags(rr.iloc[[j]], b, tt)[:, 0]
-            amps[b, j] = m.max() - m.min()
-            # mag_<band> is the mean over the cycle.
-            assert np.mean(m[:-1]) == pytest.approx(row[f"mag_{b}"], abs=0.005)
-            if b == "g":
-                # RRab: fast rise (minimum to maximum light in < 20 % of the period).
-                phase_min = (np.argmax(m) / 4000) % 1.0
-                phase_max = (np.argmin(m) / 4000) % 1.0
-                assert 0.0 < (phase_max - phase_min) % 1.0 < 0.2
-    for j, row in rr.iterrows():
-        assert amps["g", j] == pytest.approx(row["amplitude_mag"], rel=0.02)
+            # Each star at t + n P_j: a table with each star's epoch moved back n periods.
+            for n in (1, 7):
+                moved = rr.assign(t0_mjd=rr["t0_mjd"] - n * per)
+                np.testing.assert_allclose(static_fluxes_njy(moved, b, t), f0, rtol=1e-6)
+    phases = np.arange(4000) / 4000
+    for _, row in rr.iterrows():
+        m = {b: _phase_curve(row, b, phases) for b in ("g", "r", "i")}
+        amp = {b: np.ptp(m[b]) for b in m}
+        assert amp["g"] == pytest.approx(row["amplitude_mag"], rel=0.02)
         # Pulsation amplitudes shrink towards the red.
-        assert amps["g", j] > amps["r", j] > amps["i", j]
+        assert amp["g"] > amp["r"] > amp["i"]
+        for b in m:
+            # mag_<band> is the mean over the cycle.
+            assert np.mean(m[b]) == pytest.approx(row[f"mag_{b}"], abs=0.005)
+        # RRab: fast rise (minimum to maximum light in under 20 % of the period).
+        phase_faint, phase_bright = phases[np.argmax(m["g"])], phases[np.argmin(m["g"])]
+        assert 0.0 < (phase_bright - phase_faint) % 1.0 < 0.2
 
 
 def test_eclipsing_binary_depths() -> None:
     sky = _variables_table()
     eb = sky[sky["var_type"] == "eclipsing"].reset_index(drop=True)
-    for j, row in eb.iterrows():
-        p, t0 = row["period_d"], row["t0_mjd"]
-        one = eb.iloc[[j]]
+    for _, row in eb.iterrows():
         base = row["mag_r"]
-        tt = t0 + p * np.array([0.0, 0.5, 0.25, 0.75, 7.0, 7.5])
-        dm = _mags(one, "r", tt)[:, 0] - base
+        dm = _phase_curve(row, "r", np.array([0.0, 0.5, 0.25, 0.75, 7.0, 7.5, -3.0])) - base
         assert dm[0] == pytest.approx(row["amplitude_mag"], rel=0.01)  # primary
         assert dm[1] == pytest.approx(row["amplitude_mag"] * row["depth2_frac"], rel=0.02)
-        assert abs(dm[2]) < 1e-3 and abs(dm[3]) < 1e-3  # out of eclipse
-        np.testing.assert_allclose(dm[4:], dm[:2], atol=1e-6)  # periodic
+        assert abs(dm[2]) < 1e-3
+        assert abs(dm[3]) < 1e-3
+        np.testing.assert_allclose(dm[4:6], dm[:2], atol=1e-6)  # periodic
+        assert dm[6] == pytest.approx(dm[0], abs=1e-6)
         # The primary minimum is the deepest point of the orbit, at phase 0.
         phase = np.linspace(-0.5, 0.5, 2001)
-        curve = _mags(one, "r", t0 + p * phase)[:, 0] - base
+        curve = _phase_curve(row, "r", phase) - base
         assert abs(phase[np.argmax(curve)]) < 1e-3
         # The eclipse lasts about width_phase (FWHM of the dip in magnitudes).
         fwhm = np.ptp(phase[(curve > dm[0] / 2) & (np.abs(phase) < 0.25)])
@@ -427,18 +440,23 @@ def test_transient_peaks_at_t_peak() -> None:
     for b in ("g", "r", "z"):
         at_peak = np.array([transient_fluxes_njy(tr, b, t)[k]
                             for k, t in enumerate(tr["t_peak_mjd"])])
-        np.testing.assert_allclose(at_peak, AB_ZERO_NJY * 10 ** (-0.4 * tr[f"peak_mag_{b}"]),
-                                   rtol=1e-4)
+        np.testing.assert_allclose(at_peak, _ab_flux_njy(tr[f"peak_mag_{b}"]), rtol=1e-4)
         for k, row in tr.iterrows():
-            tt = row["t_peak_mjd"] + row["rise_d"] * np.linspace(-8, 8, 3201)
-            f = np.array([transient_fluxes_njy(tr, b, t)[k] for t in tt])
-            assert abs(tt[np.argmax(f)] - row["t_peak_mjd"]) <= row["rise_d"] * 0.005
-            before = tt < row["t_peak_mjd"]
+            # The light curve at offsets dt from peak: copies observed at one time.
+            dt = row["rise_d"] * np.linspace(-8, 8, 3201)
+            mjd = 61100.0
+            copies = pd.DataFrame([row] * dt.size).reset_index(drop=True)
+            copies["t_peak_mjd"] = mjd - dt
+            f = transient_fluxes_njy(copies, b, mjd)
+            assert abs(dt[np.argmax(f)]) <= row["rise_d"] * 0.005
+            before = dt < 0
             assert np.all(np.diff(f[before]) >= 0)  # rises
             assert np.all(np.diff(f[~before]) <= 0)  # then fades
             # Nothing long before the explosion.
-            assert np.all(f[tt < row["t_peak_mjd"] - 6.5 * row["rise_d"]] == 0.0)
+            assert np.all(f[dt < -6.5 * row["rise_d"]] == 0.0)
             assert f[-1] < 0.2 * f.max()
+            # The same at the real times.
+            assert transient_fluxes_njy(tr, b, row["t_peak_mjd"] - 7 * row["rise_d"])[k] == 0.0
 
 
 def test_damped_random_walk_statistics() -> None:
@@ -496,7 +514,7 @@ def static_sky() -> pd.DataFrame:
 
 
 def test_static_counts_and_positions(static_sky: pd.DataFrame) -> None:
-    lens, union = _lens_and_union_deg2()
+    _, union = _lens_and_union_deg2()
     for kind, density in (("star", SKY_CFG.star_density_per_arcmin2),
                           ("galaxy", SKY_CFG.galaxy_density_per_arcmin2)):
         src = static_sky[static_sky["kind"] == kind]
@@ -505,21 +523,46 @@ def test_static_counts_and_positions(static_sky: pd.DataFrame) -> None:
         s0 = _sep_deg(src["ra_deg"], src["dec_deg"], *SKY_CENTRES[0])
         s1 = _sep_deg(src["ra_deg"], src["dec_deg"], *SKY_CENTRES[1])
         assert np.all(np.minimum(s0, s1) <= SKY_RADIUS + 1e-9)
-        # Uniform over the union: the overlap holds its share of the area, not double.
-        both = int(((s0 < SKY_RADIUS) & (s1 < SKY_RADIUS)).sum())
-        assert _binomial_ok(both, len(src), lens / union)
-        # Uniform in area: in the half of centre 0's circle away from centre 1 (no overlap
-        # there), (r / R)^2 is uniform on [0, 1].
-        away = (s0 < SKY_RADIUS) & (src["ra_deg"].to_numpy() < SKY_CENTRES[0][0])
-        frac_r2 = (s0[away] / SKY_RADIUS) ** 2
-        assert stats.kstest(frac_r2, "uniform").pvalue > 1e-3
     assert static_sky["id"].is_unique
+
+
+def test_static_sky_uniform_in_one_field() -> None:
+    centre, radius = (200.0, 45.0), 0.3
+    cfg = SkyConfig(star_density_per_arcmin2=10.0, galaxy_density_per_arcmin2=0.0)
+    sky = draw_static_sky(cfg, [centre], radius, np.random.default_rng(23))
+    cap = 2 * np.pi * (1 - np.cos(np.deg2rad(radius))) * (180 / np.pi) ** 2 * 3600
+    assert abs(len(sky) - 10.0 * cap) < 4 * np.sqrt(10.0 * cap)
+    # Uniform in area: (r / R)^2 uniform on [0, 1] and position angles uniform.
+    sep = _sep_deg(sky["ra_deg"], sky["dec_deg"], *centre)
+    assert sep.max() <= radius
+    assert stats.kstest((sep / radius) ** 2, "uniform").pvalue > 1e-3
+    pa = SkyCoord(*centre, unit="deg").position_angle(
+        SkyCoord(sky["ra_deg"].to_numpy(), sky["dec_deg"].to_numpy(), unit="deg")).rad
+    assert stats.kstest(pa / (2 * np.pi), "uniform").pvalue > 1e-3
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "src bug: sky.random_in_circles picks ONE centre per loop pass for all the points still "
+    "missing, so with several fields nearly every source lands in a single field (two "
+    "overlapping fields, seed 21: 0 % in field 1 only, 68 % in field 0 only, 32 % in the "
+    "overlap vs 40/40/19 % for uniform; three disjoint fields: 0/0/100 %)"))
+def test_static_sky_uniform_over_the_union_of_fields(static_sky: pd.DataFrame) -> None:
+    lens, union = _lens_and_union_deg2()
+    cap = (union + lens) / 2
+    stars = static_sky[static_sky["kind"] == "star"]
+    s0 = _sep_deg(stars["ra_deg"], stars["dec_deg"], *SKY_CENTRES[0]) < SKY_RADIUS
+    s1 = _sep_deg(stars["ra_deg"], stars["dec_deg"], *SKY_CENTRES[1]) < SKY_RADIUS
+    n = len(stars)
+    assert _binomial_ok(int((s0 & s1).sum()), n, lens / union)
+    assert _binomial_ok(int((s0 & ~s1).sum()), n, (cap - lens) / union)
+    assert _binomial_ok(int((s1 & ~s0).sum()), n, (cap - lens) / union)
 
 
 def test_star_count_slope(static_sky: pd.DataFrame) -> None:
     r = static_sky.loc[static_sky["kind"] == "star", "mag_r"].to_numpy()
     lo, hi = SKY_CFG.star_mag_range
-    assert r.min() >= lo and r.max() <= hi
+    assert r.min() >= lo
+    assert r.max() <= hi
     edges = np.arange(lo, hi + 0.5, 1.0)
     counts, _ = np.histogram(r, edges)
     mid = 0.5 * (edges[1:] + edges[:-1])
@@ -533,15 +576,17 @@ def test_variable_fractions(static_sky: pd.DataFrame) -> None:
     stars = static_sky[static_sky["kind"] == "star"]
     gals = static_sky[static_sky["kind"] == "galaxy"]
     n_s, n_g = len(stars), len(gals)
-    assert _binomial_ok(int((stars["var_type"] == "rrlyrae").sum()), n_s, SKY_CFG.rr_lyrae_fraction)
-    assert _binomial_ok(int((stars["var_type"] == "eclipsing").sum()), n_s, SKY_CFG.eclipsing_fraction)
-    assert _binomial_ok(int((gals["var_type"] == "agn").sum()), n_g, SKY_CFG.agn_fraction)
+    for src, n, kind, frac in ((stars, n_s, "rrlyrae", SKY_CFG.rr_lyrae_fraction),
+                               (stars, n_s, "eclipsing", SKY_CFG.eclipsing_fraction),
+                               (gals, n_g, "agn", SKY_CFG.agn_fraction)):
+        assert _binomial_ok(int((src["var_type"] == kind).sum()), n, frac), kind
     assert set(stars["var_type"]) == {"none", "rrlyrae", "eclipsing"}
     assert set(gals["var_type"]) == {"none", "agn"}
     rr = stars[stars["var_type"] == "rrlyrae"]
     assert rr["period_d"].between(0.2, 1.0).all()  # RR Lyrae pulsate in 0.2-1 day
     agn = gals[gals["var_type"] == "agn"]
-    assert (agn["tau_d"] > 0).all() and (agn["sf_inf_mag"] > 0).all()
+    assert (agn["tau_d"] > 0).all()
+    assert (agn["sf_inf_mag"] > 0).all()
 
 
 def test_transients(static_sky: pd.DataFrame) -> None:
@@ -585,7 +630,8 @@ POP_MJD = 61115.0  # 2026-03-16
 def _opposition_radec(mjd_tai: float) -> tuple[float, float]:
     t = Time(mjd_tai, format="mjd", scale="tai")
     d = (get_body_barycentric("earth", t) - get_body_barycentric("sun", t)).xyz.to_value(u.au)
-    return float(np.rad2deg(np.arctan2(d[1], d[0])) % 360), float(np.rad2deg(np.arcsin(d[2] / np.linalg.norm(d))))
+    ra = np.rad2deg(np.arctan2(d[1], d[0])) % 360
+    return float(ra), float(np.rad2deg(np.arcsin(d[2] / np.linalg.norm(d))))
 
 
 def _geocentric_directions(pop: pd.DataFrame, mjd_tai: float) -> np.ndarray:
@@ -605,7 +651,8 @@ def _geocentric_directions(pop: pd.DataFrame, mjd_tai: float) -> np.ndarray:
         np.sin(node) * np.cos(uu) + np.cos(node) * np.sin(uu) * np.cos(i),
         np.sin(uu) * np.sin(i)], axis=1)
     ce, se = np.cos(OBLIQUITY_RAD), np.sin(OBLIQUITY_RAD)
-    eq = np.stack([ecl[:, 0], ce * ecl[:, 1] - se * ecl[:, 2], se * ecl[:, 1] + ce * ecl[:, 2]], axis=1)
+    eq = np.stack([ecl[:, 0], ce * ecl[:, 1] - se * ecl[:, 2], se * ecl[:, 1] + ce * ecl[:, 2]],
+                  axis=1)
     t = Time(mjd_tai, format="mjd", scale="tai")
     earth = (get_body_barycentric("earth", t) - get_body_barycentric("sun", t)).xyz.to_value(u.au)
     rel = eq - earth
@@ -639,14 +686,17 @@ def test_population_in_region_with_valid_elements() -> None:
         sep = np.rad2deg(np.arccos(np.clip(cos_sep, -1, 1)))
         assert sep.max() < radius + 1e-3
         h = pop["h_mag"].to_numpy()
-        assert h.min() >= h_range[0] and h.max() <= h_range[1]
+        assert h.min() >= h_range[0]
+        assert h.max() <= h_range[1]
         # log10 N(<H) rises 0.3 per magnitude.
         assert stats.kstest(h, lambda x, hr=h_range: _power_law_cdf(x, *hr, 0.3)).pvalue > 1e-3
         assert set(pop["taxonomy"]) <= {"S", "C"}
         a, e = pop["a_au"].to_numpy(), pop["e"].to_numpy()
         if kind == "mba":
-            assert a.min() >= 2.1 and a.max() <= 3.3
-            assert e.min() >= 0 and e.max() <= 0.35
+            assert a.min() >= 2.1
+            assert a.max() <= 3.3
+            assert e.min() >= 0
+            assert e.max() <= 0.35
             assert pop["inc_deg"].between(0, 35).all()
             # Kirkwood gaps (3:1 at 2.50 au, 5:2 at 2.82 au) are empty.
             assert not np.any((np.abs(a - 2.50) < 0.02) | (np.abs(a - 2.82) < 0.02))

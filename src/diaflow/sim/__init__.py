@@ -10,6 +10,7 @@ from .config import (
     SurveyConfig,
     preset,
 )
+from .plan import SurveyPlan, VisitInputs, detector_rng, plan_survey, visit_inputs
 from .survey import SurveyResult, exposure_path, simulate_survey, true_wcs
 
 __all__ = [
@@ -20,9 +21,14 @@ __all__ = [
     "RenderConfig",
     "SkyConfig",
     "SurveyConfig",
+    "SurveyPlan",
     "SurveyResult",
+    "VisitInputs",
+    "detector_rng",
     "exposure_path",
+    "plan_survey",
     "preset",
     "simulate_survey",
     "true_wcs",
+    "visit_inputs",
 ]

@@ -33,25 +33,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .. import __version__
-from ..ephem import Site, astrometric_radec, hg_magnitude, observer_heliocentric
-from ..ephem.twobody import OBLIQUITY_J2000_DEG
 from ..errors import ConfigError
 from ..image import make_detector_wcs, write_exposure
-from .cadence import opsim_schedule, synthetic_schedule
 from .config import SurveyConfig
-from .lightcurves import DampedRandomWalk, mag_to_njy, static_fluxes_njy, transient_fluxes_njy
-from .population import ID_SSO_BASE, SSO_COLORS, draw_population, orbits_of
-from .psf import VisitPsf
-from .refcat import make_refcat
-from .render import DetectorGeometry, Pointing, field_radius_px, mosaic, render_detector
-from .sky import J2016_MJD, draw_static_sky, draw_transients
+from .plan import detector_rng, plan_survey, visit_inputs
+from .render import DetectorGeometry, mosaic, render_detector
 
 __all__ = ["SurveyResult", "exposure_path", "simulate_survey", "true_wcs"]
 
 logger = logging.getLogger(__name__)
-
-MB_RATE_DEG_PER_DAY = 0.3
-NEO_RATE_DEG_PER_DAY = 1.5
 
 
 @dataclass(frozen=True)
@@ -126,32 +116,6 @@ def true_wcs(row: pd.Series | dict[str, object], config: SurveyConfig) -> object
     )
 
 
-def _opposition_field(mjd_tai: float) -> tuple[float, float]:
-    """ICRS position of the anti-solar point (on the ecliptic) at ``mjd_tai``."""
-    earth = observer_heliocentric(None, [mjd_tai])[0]
-    ra = float(np.rad2deg(np.arctan2(earth[1], earth[0])) % 360)
-    dec = float(np.rad2deg(np.arcsin(earth[2] / np.linalg.norm(earth))))
-    return ra, dec
-
-
-def _along_ecliptic(ra: float, dec: float, dlon_deg: float) -> tuple[float, float]:
-    eps = np.deg2rad(OBLIQUITY_J2000_DEG)
-    ra_r, dec_r = np.deg2rad(ra), np.deg2rad(dec)
-    v = np.array([np.cos(dec_r) * np.cos(ra_r), np.cos(dec_r) * np.sin(ra_r), np.sin(dec_r)])
-    to_ecl = np.array([[1, 0, 0], [0, np.cos(eps), np.sin(eps)], [0, -np.sin(eps), np.cos(eps)]])
-    e = to_ecl @ v
-    lon, lat = np.arctan2(e[1], e[0]) + np.deg2rad(dlon_deg), np.arcsin(e[2])
-    e2 = np.array([np.cos(lat) * np.cos(lon), np.cos(lat) * np.sin(lon), np.sin(lat)])
-    w = to_ecl.T @ e2
-    return float(np.rad2deg(np.arctan2(w[1], w[0])) % 360), float(np.rad2deg(np.arcsin(w[2])))
-
-
-def _sep_deg(ra: np.ndarray, dec: np.ndarray, ra0: float, dec0: float) -> np.ndarray:
-    ra, dec, ra0r, dec0r = np.deg2rad(ra), np.deg2rad(dec), np.deg2rad(ra0), np.deg2rad(dec0)
-    c = np.sin(dec) * np.sin(dec0r) + np.cos(dec) * np.cos(dec0r) * np.cos(ra - ra0r)
-    return np.rad2deg(np.arccos(np.clip(c, -1, 1)))
-
-
 def simulate_survey(
     config: SurveyConfig,
     out_dir: str | Path,
@@ -174,121 +138,41 @@ def simulate_survey(
         if not overwrite:
             raise ConfigError(f"{out_dir} is not empty; choose another directory or pass overwrite")
         shutil.rmtree(out_dir)
-    cam, cad, skycfg = config.camera, config.cadence, config.sky
-    seeds = np.random.SeedSequence(config.seed).spawn(8)
-    rng_cadence, rng_sky, rng_tr, rng_sso, rng_point, rng_geom, rng_agn, rng_ref = (
-        np.random.default_rng(s) for s in seeds
-    )
-
-    # Where and when.
-    mid_guess = cad.start_mjd + cad.n_nights / 2
-    if cad.opsim_path:
-        target = (cad.field_ra_deg, cad.field_dec_deg) if cad.field_ra_deg is not None else None
-        visits, target = opsim_schedule(cad, target, rng_cadence)  # type: ignore[arg-type]
-        fields = [target]
-    else:
-        first = (
-            (cad.field_ra_deg, cad.field_dec_deg)
-            if cad.field_ra_deg is not None
-            else _opposition_field(mid_guess)
-        )
-        step = 2 * field_radius_px(cam) * cam.pixel_scale_arcsec / 3600 / np.sqrt(2)
-        fields = [_along_ecliptic(first[0], first[1], k * step) for k in range(cad.n_fields)]  # type: ignore[arg-type]
-        visits = synthetic_schedule(cad, fields, rng_cadence)
-    geoms = mosaic(cam, rng_geom)
-    radius_deg = field_radius_px(cam) * cam.pixel_scale_arcsec / 3600 + 0.02
-    t0, t1 = float(visits["mjd_tai"].min()), float(visits["mjd_tai"].max())
-    mid = 0.5 * (t0 + t1)
-
-    # What is there.
-    static = draw_static_sky(skycfg, fields, radius_deg, rng_sky)
-    transients = draw_transients(skycfg, static, fields, radius_deg, (t0, t1), rng_tr)
-    half_span = 0.5 * (t1 - t0) + 1.0
-    pops = [
-        draw_population(
-            "mba",
-            skycfg.main_belt_per_deg2,
-            skycfg.main_belt_h_range,
-            fields,
-            min(radius_deg + MB_RATE_DEG_PER_DAY * half_span, 15.0),
-            mid,
-            rng_sso,
-        ),
-        draw_population(
-            "neo",
-            skycfg.neo_per_deg2,
-            skycfg.neo_h_range,
-            fields,
-            min(radius_deg + NEO_RATE_DEG_PER_DAY * half_span, 20.0),
-            mid,
-            rng_sso,
-        ),
-    ]
-    sso = (
-        pd.concat([p for p in pops if len(p)], ignore_index=True)
-        if any(len(p) for p in pops)
-        else pops[0]
-    )
-    sso.insert(0, "ss_id", ID_SSO_BASE + np.arange(len(sso), dtype=np.int64))
-    orbits = orbits_of(sso) if len(sso) else None
-    site = Site(cad.site_lon_deg, cad.site_lat_deg, cad.site_height_m)
-    agn = static[static["var_type"] == "agn"]
-    drw = DampedRandomWalk(
-        agn["id"].to_numpy(), agn["tau_d"].to_numpy(), agn["sf_inf_mag"].to_numpy(), rng_agn
-    )
-    variable_ids = set(static.loc[static["var_type"] != "none", "id"].tolist())
+    plan = plan_survey(config)
+    visits, geoms = plan.visits, plan.detectors
 
     # Write the survey-level tables now; the per-visit ones stream below.
     (out_dir / "exposures").mkdir(parents=True, exist_ok=True)
     (out_dir / "truth").mkdir(exist_ok=True)
-    static.to_parquet(out_dir / "truth" / "static.parquet", index=False)
-    transients.to_parquet(out_dir / "truth" / "transients.parquet", index=False)
-    sso.to_parquet(out_dir / "truth" / "ss_orbits.parquet", index=False)
-    make_refcat(static, skycfg.refcat_mag_limit, rng_ref).to_parquet(
-        out_dir / "refcat.parquet", index=False
-    )
+    plan.static.to_parquet(out_dir / "truth" / "static.parquet", index=False)
+    plan.transients.to_parquet(out_dir / "truth" / "transients.parquet", index=False)
+    plan.sso.to_parquet(out_dir / "truth" / "ss_orbits.parquet", index=False)
+    plan.refcat.to_parquet(out_dir / "refcat.parquet", index=False)
     lc_sink = _ParquetSink(out_dir / "truth" / "lightcurves.parquet")
     ss_sink = _ParquetSink(out_dir / "truth" / "ss_positions.parquet")
     art_sink = _ParquetSink(out_dir / "truth" / "artifacts.parquet")
     visit_rows: list[dict[str, object]] = []
     total = len(visits) * len(geoms)
     done = 0
-    field_px = field_radius_px(cam)
 
     for vi, visit in visits.iterrows():
-        mjd, band = float(visit["mjd_tai"]), str(visit["band"])
-        ra0, dec0 = float(visit["boresight_ra_deg"]), float(visit["boresight_dec_deg"])
-        perr = rng_point.normal(0, cam.pointing_error_arcsec / 3600, 2)
-        pointing = Pointing(
-            ra0,
-            dec0,
-            float(visit["rotation_deg"]),
-            ra0 + perr[0] / np.cos(np.deg2rad(dec0)),
-            dec0 + perr[1],
-            float(visit["rotation_deg"]) + rng_point.normal(0, cam.rotation_error_arcsec / 3600),
-        )
-        psf = VisitPsf.draw(float(visit["seeing_fwhm_arcsec"]), field_px, config.render, rng_point)
-        offsets = dict(zip(drw.ids.tolist(), drw.advance(mjd).tolist(), strict=True))
-        sources = _visit_sources(
-            static, transients, sso, orbits, site, visit, band, mjd, ra0, dec0, radius_deg, offsets
-        )
+        inputs = visit_inputs(plan, visit)
+        pointing, psf, sources = inputs.pointing, inputs.psf, inputs.sources
         for geom in geoms:
-            rng = np.random.default_rng(
-                np.random.SeedSequence([config.seed, int(vi), geom.detector])
-            )
+            rng = detector_rng(config, int(vi), geom.detector)
             out = render_detector(
                 visit=visit,
                 geometry=geom,
                 pointing=pointing,
                 psf=psf,
-                camera=cam,
+                camera=config.camera,
                 render=config.render,
                 sources=sources,
                 rng=rng,
             )
             path = exposure_path(out_dir, int(visit["visit"]), geom.detector)
             write_exposure(out.exposure, path)
-            _stream_truth(out, geom, visit, sources, variable_ids, lc_sink, ss_sink, art_sink)
+            _stream_truth(out, geom, visit, sources, plan.variable_ids, lc_sink, ss_sink, art_sink)
             visit_rows.append(
                 {
                     **{k: visit[k] for k in visits.columns},
@@ -309,7 +193,9 @@ def simulate_survey(
             done += 1
             if on_progress is not None:
                 on_progress(done, total)
-        logger.info("simulate visit=%d band=%s sources=%d", int(visit["visit"]), band, len(sources))
+        logger.info(
+            "simulate visit=%d band=%s sources=%d", int(visit["visit"]), visit["band"], len(sources)
+        )
 
     lc_sink.close(pd.DataFrame({"id": pd.Series(dtype="int64")}))
     ss_sink.close(pd.DataFrame({"ss_id": pd.Series(dtype="int64")}))
@@ -320,10 +206,10 @@ def simulate_survey(
         out_dir,
         len(visits),
         len(visit_table),
-        len(static),
-        len(transients),
-        len(sso),
-        [tuple(f) for f in fields],
+        len(plan.static),
+        len(plan.transients),
+        len(plan.sso),
+        plan.fields,
         time.perf_counter() - t_start,
     )
     manifest = {
@@ -344,118 +230,6 @@ def simulate_survey(
     }
     (out_dir / "survey.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
     return result
-
-
-def _visit_sources(
-    static: pd.DataFrame,
-    transients: pd.DataFrame,
-    sso: pd.DataFrame,
-    orbits: object,
-    site: Site,
-    visit: pd.Series,
-    band: str,
-    mjd: float,
-    ra0: float,
-    dec0: float,
-    radius_deg: float,
-    agn_offsets: dict[int, float],
-) -> pd.DataFrame:
-    """Everything near the boresight at ``mjd``, with true fluxes, as render_detector wants."""
-    near = static[
-        _sep_deg(static["ra_deg"].to_numpy(), static["dec_deg"].to_numpy(), ra0, dec0)
-        < radius_deg + 0.01
-    ]
-    years = (mjd - J2016_MJD) / 365.25
-    cosd = np.cos(np.deg2rad(near["dec_deg"].to_numpy()))
-    parts = [
-        pd.DataFrame(
-            {
-                "id": near["id"].to_numpy(),
-                "kind": near["kind"].to_numpy(),
-                "ra_deg": near["ra_deg"].to_numpy()
-                + near["pm_ra_mas_yr"].to_numpy() * years / 3.6e6 / cosd,
-                "dec_deg": near["dec_deg"].to_numpy()
-                + near["pm_dec_mas_yr"].to_numpy() * years / 3.6e6,
-                "flux_njy": static_fluxes_njy(near, band, mjd, agn_offsets),
-                "sersic_n": near["sersic_n"].to_numpy(),
-                "half_light_arcsec": near["half_light_arcsec"].to_numpy(),
-                "g1": near["g1"].to_numpy(),
-                "g2": near["g2"].to_numpy(),
-            }
-        )
-    ]
-    if len(transients):
-        tr = transients[
-            _sep_deg(transients["ra_deg"].to_numpy(), transients["dec_deg"].to_numpy(), ra0, dec0)
-            < radius_deg + 0.01
-        ]
-        flux = transient_fluxes_njy(tr, band, mjd)
-        live = flux > 0
-        parts.append(
-            pd.DataFrame(
-                {
-                    "id": tr["id"].to_numpy()[live],
-                    "kind": "transient",
-                    "ra_deg": tr["ra_deg"].to_numpy()[live],
-                    "dec_deg": tr["dec_deg"].to_numpy()[live],
-                    "flux_njy": flux[live],
-                }
-            )
-        )
-    if len(sso):
-        parts.append(_sso_sources(sso, orbits, site, visit, band, mjd, ra0, dec0, radius_deg))
-    return (
-        pd.concat([p for p in parts if len(p)], ignore_index=True)
-        if any(len(p) for p in parts)
-        else parts[0]
-    )
-
-
-def _sso_sources(
-    sso: pd.DataFrame,
-    orbits: object,
-    site: Site,
-    visit: pd.Series,
-    band: str,
-    mjd: float,
-    ra0: float,
-    dec0: float,
-    radius_deg: float,
-) -> pd.DataFrame:
-    half = float(visit["exptime_s"]) / 2 / 86400.0
-    tdb = 32.184 / 86400.0
-    pos = {}
-    for label, t in (("start", mjd - half), ("mid", mjd), ("end", mjd + half)):
-        obs = observer_heliocentric(site, [t])[0]
-        pos[label] = (*astrometric_radec(orbits, t + tdb, obs), obs)  # type: ignore[arg-type]
-    ra, dec, delta, r, obs = pos["mid"]
-    on = _sep_deg(ra, dec, ra0, dec0) < radius_deg + 0.01
-    if not on.any():
-        return pd.DataFrame()
-    r_obs = np.linalg.norm(obs)
-    cos_phase = np.clip((r**2 + delta**2 - r_obs**2) / (2 * r * delta), -1, 1)
-    phase = np.rad2deg(np.arccos(cos_phase))
-    v = hg_magnitude(sso["h_mag"].to_numpy(), sso["g_slope"].to_numpy(), r, delta, phase)
-    color = np.array([SSO_COLORS[t][band] for t in sso["taxonomy"]])
-    mag = v + color
-    idx = np.flatnonzero(on)
-    return pd.DataFrame(
-        {
-            "id": sso["ss_id"].to_numpy()[idx],
-            "kind": "sso",
-            "ra_deg": pos["start"][0][idx],
-            "dec_deg": pos["start"][1][idx],
-            "trail_ra_deg": pos["end"][0][idx],
-            "trail_dec_deg": pos["end"][1][idx],
-            "mid_ra_deg": ra[idx],
-            "mid_dec_deg": dec[idx],
-            "flux_njy": mag_to_njy(mag[idx]),
-            "mag": mag[idx],
-            "r_au": r[idx],
-            "delta_au": delta[idx],
-            "phase_deg": phase[idx],
-        }
-    )
 
 
 def _stream_truth(

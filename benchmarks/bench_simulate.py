@@ -24,7 +24,8 @@ drawn: 1 means linear growth.
 Setup is untimed. The visit's inputs are exactly those :func:`simulate_survey` renders: the
 plan of a one-detector, one-night survey (:func:`diaflow.sim.plan_survey`) and its first
 visit's inputs (:func:`diaflow.sim.visit_inputs`), see :func:`prepare_case`. The first render
-of a process also builds GalSim's lookup tables: it is reported apart (``cold_first_render_s``), out of the medians.
+of a process also builds GalSim's lookup tables: it is reported apart
+(``cold_first_render_s``), out of the medians.
 
 Run it as ``diaflow bench simulate [--quick] [--json]`` or ``python benchmarks/bench_simulate.py``.
 Benchmarks report; they never assert.

@@ -21,6 +21,7 @@ demo: $(VENV)/.installed
 	$(VENV)/bin/diaflow demo
 
 test: $(VENV)/.installed
+	$(VENV)/bin/ruff check src tests benchmarks
 	$(PY) -m pytest -q
 
 lint: $(VENV)/.installed

@@ -47,17 +47,18 @@ OBLIQUITY_RAD = np.deg2rad(84381.448 / 3600.0)
 # --------------------------------------------------------------------------------------------
 
 
-@pytest.fixture
+@pytest.fixture(autouse=True)
 def no_iers_download(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Astropy uses the IERS tables it ships with and never reaches the network."""
+    """Astropy uses the IERS and leap-second tables it ships with; never the network."""
     monkeypatch.setattr(iers.conf, "auto_download", False)
     # The bundled IERS-A predictions are fine for a few years; never fetch a fresher table.
     monkeypatch.setattr(iers.conf, "auto_max_age", None)
 
 
 def _altaz(cfg: CadenceConfig, mjd_tai: np.ndarray) -> AltAz:
-    loc = EarthLocation.from_geodetic(cfg.site_lon_deg * u.deg, cfg.site_lat_deg * u.deg,
-                                      cfg.site_height_m * u.m)
+    loc = EarthLocation.from_geodetic(
+        cfg.site_lon_deg * u.deg, cfg.site_lat_deg * u.deg, cfg.site_height_m * u.m
+    )
     return AltAz(obstime=Time(mjd_tai, format="mjd", scale="tai"), location=loc)
 
 
@@ -66,8 +67,9 @@ def _iers_warnings_ignored():
     """Tolerate only astropy's IERS-table warnings (stale or out-of-range Earth orientation)."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=iers.IERSWarning)
-        warnings.filterwarnings("ignore", category=AstropyWarning,
-                                message=r".*(IERS|polar motion).*")
+        warnings.filterwarnings(
+            "ignore", category=AstropyWarning, message=r".*(IERS|polar motion).*"
+        )
         yield
 
 
@@ -79,8 +81,10 @@ def _sun_altitude_deg(cfg: CadenceConfig, mjd_tai: np.ndarray) -> np.ndarray:
 
 def _astropy_airmass(cfg: CadenceConfig, visits: pd.DataFrame) -> np.ndarray:
     frame = _altaz(cfg, visits["mjd_tai"].to_numpy())
-    coord = SkyCoord(visits["boresight_ra_deg"].to_numpy() * u.deg,
-                     visits["boresight_dec_deg"].to_numpy() * u.deg)
+    coord = SkyCoord(
+        visits["boresight_ra_deg"].to_numpy() * u.deg,
+        visits["boresight_dec_deg"].to_numpy() * u.deg,
+    )
     with _iers_warnings_ignored():
         return coord.transform_to(frame).secz.value
 
@@ -103,8 +107,9 @@ def _binomial_ok(k: int, n: int, p: float, z: float = 4.0) -> bool:
 # Two fields 12 h apart in RA at Dec -70: from Cerro Pachon one of them is always above airmass 2
 # during the night, so a night without visits can only be a night lost to weather.
 SURVEY_FIELDS = [(0.0, -70.0), (180.0, -70.0)]
-SURVEY_CFG = CadenceConfig(n_nights=200, n_fields=2, weather_loss_fraction=0.2,
-                           bands=("g", "r", "i", "z"))
+SURVEY_CFG = CadenceConfig(
+    n_nights=200, n_fields=2, weather_loss_fraction=0.2, bands=("g", "r", "i", "z")
+)
 
 
 @pytest.fixture(scope="module")
@@ -142,54 +147,47 @@ def test_revisits_spaced_as_configured(survey: pd.DataFrame) -> None:
     assert gaps.max() > hi - 0.2 * (hi - lo)
 
 
-def test_visits_are_at_night(survey: pd.DataFrame, no_iers_download: None) -> None:
+def test_visits_are_at_night(survey: pd.DataFrame) -> None:
     sun_alt = _sun_altitude_deg(SURVEY_CFG, survey["mjd_tai"].to_numpy())
     assert sun_alt.max() < -12.0
 
 
-def test_airmass_matches_astropy(survey: pd.DataFrame, no_iers_download: None) -> None:
+def test_airmass_matches_astropy(survey: pd.DataFrame) -> None:
     x_true = _astropy_airmass(SURVEY_CFG, survey)
     x = survey["airmass"].to_numpy()
     assert np.all(x >= 1.0)
     np.testing.assert_allclose(x, x_true, rtol=0.01)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "src bug: synthetic_schedule tests airmass < 2 only at the middle of a field's sequence of "
-    "visits (spanning up to 3 h), so first/last visits reach airmass 2.4 (seed 1) and up to 4"))
 def test_airmass_at_most_two(survey: pd.DataFrame) -> None:
     assert survey["airmass"].max() <= 2.0
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "src bug: airmass_at hour angle uses ICRS RA with GMST, ignoring precession-nutation "
-    "(0.37 deg by 2026): airmass off by up to 0.4 % here and 1 % at X = 2 for Dec -30 fields"))
-def test_airmass_matches_astropy_closely(survey: pd.DataFrame, no_iers_download: None) -> None:
+def test_airmass_matches_astropy_closely(survey: pd.DataFrame) -> None:
     # Precession and nutation applied (erfa atci13 + era00) agree with astropy to 1e-5; only
     # aberration (20 arcsec, < 2e-4 at X = 2) may be neglected.
     x_true = _astropy_airmass(SURVEY_CFG, survey)
     np.testing.assert_allclose(survey["airmass"].to_numpy(), x_true, rtol=1e-3)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "src bug: the synthetic night is a fixed +/-4 h around local mean midnight; near the "
-    "December solstice at Cerro Pachon the Sun is below -12 deg for only about +/-3.9 h, so "
-    "visits of fields setting early fall in twilight (6 of 66 visits, Sun up to -10.6 deg)"))
-def test_no_twilight_visits_near_summer_solstice(no_iers_download: None) -> None:
-    cfg = CadenceConfig(start_mjd=61380.0, n_nights=20, n_fields=2, weather_loss_fraction=0.0,
-                        visits_per_night=2, revisit_min_minutes=(15.0, 20.0))
+def test_no_twilight_visits_near_summer_solstice() -> None:
+    cfg = CadenceConfig(
+        start_mjd=61380.0,
+        n_nights=20,
+        n_fields=2,
+        weather_loss_fraction=0.0,
+        visits_per_night=2,
+        revisit_min_minutes=(15.0, 20.0),
+    )
     visits = synthetic_schedule(cfg, [(30.0, -30.0), (210.0, -30.0)], np.random.default_rng(2))
     assert _sun_altitude_deg(cfg, visits["mjd_tai"].to_numpy()).max() < -12.0
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "src bug: each field's start time is drawn independently, so exposures of neighbouring "
-    "fields overlap in time (5 fields, 30 nights: 3 pairs, starts 0.15 s apart) although one "
-    "telescope takes them"))
 def test_exposures_do_not_overlap() -> None:
     cfg = CadenceConfig(n_nights=30, n_fields=5, weather_loss_fraction=0.0)
-    visits = synthetic_schedule(cfg, [(150.0 + 0.5 * k, 10.0) for k in range(5)],
-                                np.random.default_rng(3))
+    visits = synthetic_schedule(
+        cfg, [(150.0 + 0.5 * k, 10.0) for k in range(5)], np.random.default_rng(3)
+    )
     starts = visits["mjd_tai"].to_numpy() - visits["exptime_s"].to_numpy() / 2 / 86400.0
     assert np.all(np.diff(starts) * 86400.0 >= cfg.exptime_s)
 
@@ -207,8 +205,13 @@ def test_seeing_range_and_airmass_dependence(survey: pd.DataFrame) -> None:
     assert fwhm.max() <= 1.8
     # Within a night (same atmosphere) and a band, seeing grows with airmass; Kolmogorov
     # turbulence gives FWHM ~ X^0.6. Demean log FWHM and log X per (night, band).
-    df = pd.DataFrame({"lf": np.log(fwhm), "lx": np.log(survey["airmass"]),
-                       "key": survey["night"].astype(str) + survey["band"]})
+    df = pd.DataFrame(
+        {
+            "lf": np.log(fwhm),
+            "lx": np.log(survey["airmass"]),
+            "key": survey["night"].astype(str) + survey["band"],
+        }
+    )
     df = df[(fwhm > 0.56) & (fwhm < 1.79)]  # drop clipped values
     d = df[["lf", "lx"]] - df.groupby("key")[["lf", "lx"]].transform("mean")
     slope = float((d["lf"] * d["lx"]).sum() / (d["lx"] ** 2).sum())
@@ -242,8 +245,9 @@ def test_zero_points_and_clouds(survey: pd.DataFrame) -> None:
 
 def test_weather_loss_fraction(survey: pd.DataFrame) -> None:
     observed = survey["night"].nunique()
-    assert _binomial_ok(SURVEY_CFG.n_nights - observed, SURVEY_CFG.n_nights,
-                        SURVEY_CFG.weather_loss_fraction, z=3.5)
+    assert _binomial_ok(
+        SURVEY_CFG.n_nights - observed, SURVEY_CFG.n_nights, SURVEY_CFG.weather_loss_fraction, z=3.5
+    )
     # With weather loss off, every night is observed (so the nights missing above are weather).
     cfg = CadenceConfig(n_nights=20, n_fields=2, weather_loss_fraction=0.0)
     clear = synthetic_schedule(cfg, SURVEY_FIELDS, np.random.default_rng(4))
@@ -269,7 +273,9 @@ def _raw_observations(path) -> pd.DataFrame:
     with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as con:
         return pd.read_sql_query(
             "SELECT observationStartMJD, visitExposureTime, filter, seeingFwhmEff, fieldRA, "
-            "fieldDec FROM observations", con)
+            "fieldDec FROM observations",
+            con,
+        )
 
 
 @pytest.fixture(scope="module")
@@ -294,12 +300,14 @@ def test_opsim_selects_exactly_the_covering_visits(opsim) -> None:
     np.testing.assert_allclose(start, expect["observationStartMJD"].to_numpy(), rtol=0, atol=1e-8)
     # Every selected pointing really covers the target in the raw database.
     assert _sep_deg(expect["fieldRA"], expect["fieldDec"], *OPSIM_TARGET).max() < 1.75
-    np.testing.assert_array_equal(got["seeing_fwhm_arcsec"].to_numpy(),
-                                  expect["seeingFwhmEff"].to_numpy())
+    np.testing.assert_array_equal(
+        got["seeing_fwhm_arcsec"].to_numpy(), expect["seeingFwhmEff"].to_numpy()
+    )
     np.testing.assert_array_equal(got["band"].to_numpy(), expect["filter"].to_numpy())
     assert set(got["band"]) <= set(BANDS)
-    np.testing.assert_array_equal(got["exptime_s"].to_numpy(),
-                                  expect["visitExposureTime"].to_numpy())
+    np.testing.assert_array_equal(
+        got["exptime_s"].to_numpy(), expect["visitExposureTime"].to_numpy()
+    )
     assert (got["boresight_ra_deg"] == OPSIM_TARGET[0]).all()
     assert (got["boresight_dec_deg"] == OPSIM_TARGET[1]).all()
 
@@ -309,15 +317,12 @@ def test_opsim_visit_table_is_consistent(opsim) -> None:
     assert np.all(np.diff(visits["mjd_tai"].to_numpy()) > 0)
     assert visits["visit"].is_unique
     ymd = (Time(visits["mjd_tai"].to_numpy(), format="mjd", scale="tai") - 12 * u.hour).utc.ymdhms
-    np.testing.assert_array_equal(visits["visit"].to_numpy() // 100000,
-                                  ymd["year"] * 10000 + ymd["month"] * 100 + ymd["day"])
+    np.testing.assert_array_equal(
+        visits["visit"].to_numpy() // 100000, ymd["year"] * 10000 + ymd["month"] * 100 + ymd["day"]
+    )
     assert visits["airmass"].between(1.0, 3.0).all()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "src bug: opsim_schedule encodes a 1-degree cell as ra*1000 + dec and decodes with // and %, "
-    "so for dec < 0 the RA comes back 1 deg low: window from MJD 60500, densest cell (35, -5) "
-    "with 487 visits within 1.75 deg, returned target (34, -5) with 331"))
 def test_opsim_default_target_is_the_densest_cell() -> None:
     from astropy.coordinates import BarycentricTrueEcliptic
 
@@ -327,8 +332,9 @@ def test_opsim_default_target_is_the_densest_cell() -> None:
     coord = SkyCoord(w["fieldRA"].to_numpy() * u.deg, w["fieldDec"].to_numpy() * u.deg)
     elat = coord.transform_to(BarycentricTrueEcliptic()).lat.deg
     near = w[np.abs(elat) < 20]
-    cells = zip(np.round(near["fieldRA"]).astype(int), np.round(near["fieldDec"]).astype(int),
-                strict=True)
+    cells = zip(
+        np.round(near["fieldRA"]).astype(int), np.round(near["fieldDec"]).astype(int), strict=True
+    )
     counts = pd.Series(list(cells)).value_counts()
     densest = {tuple(float(v) for v in c) for c in counts.index[counts == counts.iloc[0]]}
     _, target = opsim_schedule(OPSIM_CFG, None, np.random.default_rng(0))
@@ -351,13 +357,31 @@ def test_opsim_missing_database_names_the_path(tmp_path) -> None:
 def _variables_table() -> pd.DataFrame:
     rows = []
     for k, (per, amp) in enumerate([(0.45, 0.5), (0.58, 0.8), (0.75, 1.1)]):
-        rows.append({"id": k + 1, "var_type": "rrlyrae", "period_d": per,
-                     "t0_mjd": 60000.1 * (k + 1), "amplitude_mag": amp, "depth2_frac": 0.0,
-                     "width_phase": 0.0})
-    for k, (per, amp, d2, w) in enumerate([(0.4, 0.15, 0.1, 0.04), (2.0, 0.5, 0.5, 0.07),
-                                           (6.0, 0.8, 0.8, 0.1)]):
-        rows.append({"id": k + 10, "var_type": "eclipsing", "period_d": per, "t0_mjd": 60003.3 + k,
-                     "amplitude_mag": amp, "depth2_frac": d2, "width_phase": w})
+        rows.append(
+            {
+                "id": k + 1,
+                "var_type": "rrlyrae",
+                "period_d": per,
+                "t0_mjd": 60000.1 * (k + 1),
+                "amplitude_mag": amp,
+                "depth2_frac": 0.0,
+                "width_phase": 0.0,
+            }
+        )
+    for k, (per, amp, d2, w) in enumerate(
+        [(0.4, 0.15, 0.1, 0.04), (2.0, 0.5, 0.5, 0.07), (6.0, 0.8, 0.8, 0.1)]
+    ):
+        rows.append(
+            {
+                "id": k + 10,
+                "var_type": "eclipsing",
+                "period_d": per,
+                "t0_mjd": 60003.3 + k,
+                "amplitude_mag": amp,
+                "depth2_frac": d2,
+                "width_phase": w,
+            }
+        )
     df = pd.DataFrame(rows)
     for b in BANDS:
         df[f"mag_{b}"] = 18.0 + 0.1 * BANDS.index(b)
@@ -375,8 +399,9 @@ def _ab_flux_njy(mag: np.ndarray) -> np.ndarray:
     return AB_ZERO_NJY * 10 ** (-0.4 * np.asarray(mag))
 
 
-def _phase_curve(source: pd.Series, band: str, phases: np.ndarray, mjd: float = 61000.0
-                 ) -> np.ndarray:
+def _phase_curve(
+    source: pd.Series, band: str, phases: np.ndarray, mjd: float = 61000.0
+) -> np.ndarray:
     """Magnitudes of one periodic source at ``phases`` (cycles after its ``t0_mjd``), observed
     at one time ``mjd`` as copies of the source whose epochs are shifted accordingly."""
     copies = pd.DataFrame([source] * phases.size).reset_index(drop=True)
@@ -433,13 +458,15 @@ def test_eclipsing_binary_depths() -> None:
 
 
 def test_transient_peaks_at_t_peak() -> None:
-    tr = pd.DataFrame({"t_peak_mjd": [61010.0, 61020.0], "rise_d": [17.0, 1.0],
-                       "fall_d": [30.0, 3.0]})
+    tr = pd.DataFrame(
+        {"t_peak_mjd": [61010.0, 61020.0], "rise_d": [17.0, 1.0], "fall_d": [30.0, 3.0]}
+    )
     for b in BANDS:
         tr[f"peak_mag_{b}"] = [21.0 + 0.1 * BANDS.index(b), 22.5]
     for b in ("g", "r", "z"):
-        at_peak = np.array([transient_fluxes_njy(tr, b, t)[k]
-                            for k, t in enumerate(tr["t_peak_mjd"])])
+        at_peak = np.array(
+            [transient_fluxes_njy(tr, b, t)[k] for k, t in enumerate(tr["t_peak_mjd"])]
+        )
         np.testing.assert_allclose(at_peak, _ab_flux_njy(tr[f"peak_mag_{b}"]), rtol=1e-4)
         for k, row in tr.iterrows():
             # The light curve at offsets dt from peak: copies observed at one time.
@@ -494,9 +521,15 @@ def test_damped_random_walk_statistics() -> None:
 
 SKY_RADIUS = 0.25
 SKY_CENTRES = [(10.0, -20.0), (10.3, -20.0)]
-SKY_CFG = SkyConfig(star_density_per_arcmin2=20.0, galaxy_density_per_arcmin2=20.0,
-                    rr_lyrae_fraction=0.1, eclipsing_fraction=0.15, agn_fraction=0.2,
-                    transients_per_deg2_per_day=30.0, hostless_fraction=0.1)
+SKY_CFG = SkyConfig(
+    star_density_per_arcmin2=20.0,
+    galaxy_density_per_arcmin2=20.0,
+    rr_lyrae_fraction=0.1,
+    eclipsing_fraction=0.15,
+    agn_fraction=0.2,
+    transients_per_deg2_per_day=30.0,
+    hostless_fraction=0.1,
+)
 
 
 def _lens_and_union_deg2() -> tuple[float, float]:
@@ -515,8 +548,10 @@ def static_sky() -> pd.DataFrame:
 
 def test_static_counts_and_positions(static_sky: pd.DataFrame) -> None:
     _, union = _lens_and_union_deg2()
-    for kind, density in (("star", SKY_CFG.star_density_per_arcmin2),
-                          ("galaxy", SKY_CFG.galaxy_density_per_arcmin2)):
+    for kind, density in (
+        ("star", SKY_CFG.star_density_per_arcmin2),
+        ("galaxy", SKY_CFG.galaxy_density_per_arcmin2),
+    ):
         src = static_sky[static_sky["kind"] == kind]
         lam = density * union * 3600
         assert abs(len(src) - lam) < 4 * np.sqrt(lam) + 0.01 * lam
@@ -536,16 +571,14 @@ def test_static_sky_uniform_in_one_field() -> None:
     sep = _sep_deg(sky["ra_deg"], sky["dec_deg"], *centre)
     assert sep.max() <= radius
     assert stats.kstest((sep / radius) ** 2, "uniform").pvalue > 1e-3
-    pa = SkyCoord(*centre, unit="deg").position_angle(
-        SkyCoord(sky["ra_deg"].to_numpy(), sky["dec_deg"].to_numpy(), unit="deg")).rad
+    pa = (
+        SkyCoord(*centre, unit="deg")
+        .position_angle(SkyCoord(sky["ra_deg"].to_numpy(), sky["dec_deg"].to_numpy(), unit="deg"))
+        .rad
+    )
     assert stats.kstest(pa / (2 * np.pi), "uniform").pvalue > 1e-3
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "src bug: sky.random_in_circles picks ONE centre per loop pass for all the points still "
-    "missing, so with several fields nearly every source lands in a single field (two "
-    "overlapping fields, seed 21: 0 % in field 1 only, 68 % in field 0 only, 32 % in the "
-    "overlap vs 40/40/19 % for uniform; three disjoint fields: 0/0/100 %)"))
 def test_static_sky_uniform_over_the_union_of_fields(static_sky: pd.DataFrame) -> None:
     lens, union = _lens_and_union_deg2()
     cap = (union + lens) / 2
@@ -576,9 +609,11 @@ def test_variable_fractions(static_sky: pd.DataFrame) -> None:
     stars = static_sky[static_sky["kind"] == "star"]
     gals = static_sky[static_sky["kind"] == "galaxy"]
     n_s, n_g = len(stars), len(gals)
-    for src, n, kind, frac in ((stars, n_s, "rrlyrae", SKY_CFG.rr_lyrae_fraction),
-                               (stars, n_s, "eclipsing", SKY_CFG.eclipsing_fraction),
-                               (gals, n_g, "agn", SKY_CFG.agn_fraction)):
+    for src, n, kind, frac in (
+        (stars, n_s, "rrlyrae", SKY_CFG.rr_lyrae_fraction),
+        (stars, n_s, "eclipsing", SKY_CFG.eclipsing_fraction),
+        (gals, n_g, "agn", SKY_CFG.agn_fraction),
+    ):
         assert _binomial_ok(int((src["var_type"] == kind).sum()), n, frac), kind
     assert set(stars["var_type"]) == {"none", "rrlyrae", "eclipsing"}
     assert set(gals["var_type"]) == {"none", "agn"}
@@ -591,8 +626,9 @@ def test_variable_fractions(static_sky: pd.DataFrame) -> None:
 
 def test_transients(static_sky: pd.DataFrame) -> None:
     t_range = (61000.0, 61030.0)
-    tr = draw_transients(SKY_CFG, static_sky, SKY_CENTRES, SKY_RADIUS, t_range,
-                         np.random.default_rng(22))
+    tr = draw_transients(
+        SKY_CFG, static_sky, SKY_CENTRES, SKY_RADIUS, t_range, np.random.default_rng(22)
+    )
     _, union = _lens_and_union_deg2()
     lam = SKY_CFG.transients_per_deg2_per_day * union * (t_range[1] - t_range[0] + 30.0)
     assert abs(len(tr) - lam) < 4 * np.sqrt(lam) + 0.01 * lam
@@ -602,22 +638,28 @@ def test_transients(static_sky: pd.DataFrame) -> None:
     assert _binomial_ok(int((tr["type"] == "fast").sum()), len(tr), SKY_CFG.fast_transient_fraction)
     # Hostless ones are in the fields.
     h = tr[hostless]
-    sep = np.minimum(_sep_deg(h["ra_deg"], h["dec_deg"], *SKY_CENTRES[0]),
-                     _sep_deg(h["ra_deg"], h["dec_deg"], *SKY_CENTRES[1]))
+    sep = np.minimum(
+        _sep_deg(h["ra_deg"], h["dec_deg"], *SKY_CENTRES[0]),
+        _sep_deg(h["ra_deg"], h["dec_deg"], *SKY_CENTRES[1]),
+    )
     assert np.all(sep <= SKY_RADIUS + 1e-9)
     # Hosted ones sit on their galaxy: within a few half-light radii (offsets ~ 0.6 r_e).
-    hosted = tr[~hostless].merge(static_sky, left_on="host_id", right_on="id",
-                                 suffixes=("", "_host"), validate="many_to_one")
+    hosted = tr[~hostless].merge(
+        static_sky, left_on="host_id", right_on="id", suffixes=("", "_host"), validate="many_to_one"
+    )
     assert len(hosted) == int((~hostless).sum())
     assert (hosted["kind"] == "galaxy").all()
-    off_arcsec = _sep_deg(hosted["ra_deg"], hosted["dec_deg"],
-                          hosted["ra_deg_host"], hosted["dec_deg_host"]) * 3600
+    off_arcsec = (
+        _sep_deg(hosted["ra_deg"], hosted["dec_deg"], hosted["ra_deg_host"], hosted["dec_deg_host"])
+        * 3600
+    )
     r_e = hosted["half_light_arcsec"].to_numpy()
     assert np.all(off_arcsec < 8 * r_e)
     assert np.median(off_arcsec / r_e) == pytest.approx(0.6 * np.log(2), rel=0.15)
     snia = hosted["type"] == "snia"
-    np.testing.assert_allclose(hosted.loc[snia, "redshift"],
-                               np.clip(hosted.loc[snia, "redshift_host"], 0.03, 0.8))
+    np.testing.assert_allclose(
+        hosted.loc[snia, "redshift"], np.clip(hosted.loc[snia, "redshift_host"], 0.03, 0.8)
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -638,21 +680,28 @@ def _geocentric_directions(pop: pd.DataFrame, mjd_tai: float) -> np.ndarray:
     """Unit ICRF vectors from the geocentre to the objects at their epoch: own Kepler solver,
     own rotations, the Earth from astropy's built-in (ERFA epv00) ephemeris."""
     a, e = pop["a_au"].to_numpy(), pop["e"].to_numpy()
-    i, node, w, m = (np.deg2rad(pop[c].to_numpy()) for c in
-                     ("inc_deg", "node_deg", "argperi_deg", "mean_anomaly_deg"))
+    i, node, w, m = (
+        np.deg2rad(pop[c].to_numpy())
+        for c in ("inc_deg", "node_deg", "argperi_deg", "mean_anomaly_deg")
+    )
     ecc = m.copy()
     for _ in range(100):
         ecc = ecc - (ecc - e * np.sin(ecc) - m) / (1 - e * np.cos(ecc))
     nu = 2 * np.arctan2(np.sqrt(1 + e) * np.sin(ecc / 2), np.sqrt(1 - e) * np.cos(ecc / 2))
     r = a * (1 - e * np.cos(ecc))
     uu = w + nu
-    ecl = r[:, None] * np.stack([
-        np.cos(node) * np.cos(uu) - np.sin(node) * np.sin(uu) * np.cos(i),
-        np.sin(node) * np.cos(uu) + np.cos(node) * np.sin(uu) * np.cos(i),
-        np.sin(uu) * np.sin(i)], axis=1)
+    ecl = r[:, None] * np.stack(
+        [
+            np.cos(node) * np.cos(uu) - np.sin(node) * np.sin(uu) * np.cos(i),
+            np.sin(node) * np.cos(uu) + np.cos(node) * np.sin(uu) * np.cos(i),
+            np.sin(uu) * np.sin(i),
+        ],
+        axis=1,
+    )
     ce, se = np.cos(OBLIQUITY_RAD), np.sin(OBLIQUITY_RAD)
-    eq = np.stack([ecl[:, 0], ce * ecl[:, 1] - se * ecl[:, 2], se * ecl[:, 1] + ce * ecl[:, 2]],
-                  axis=1)
+    eq = np.stack(
+        [ecl[:, 0], ce * ecl[:, 1] - se * ecl[:, 2], se * ecl[:, 1] + ce * ecl[:, 2]], axis=1
+    )
     t = Time(mjd_tai, format="mjd", scale="tai")
     earth = (get_body_barycentric("earth", t) - get_body_barycentric("sun", t)).xyz.to_value(u.au)
     rel = eq - earth
@@ -674,8 +723,9 @@ def test_population_in_region_with_valid_elements() -> None:
     centres = [centre, (centre[0] + 4.0, centre[1] + 1.5)]
     radius = 2.0
     for kind, density, h_range in (("mba", 200.0, (14.0, 20.5)), ("neo", 20.0, (17.0, 23.0))):
-        pop = draw_population(kind, density, h_range, centres, radius, POP_MJD,
-                              np.random.default_rng(31))
+        pop = draw_population(
+            kind, density, h_range, centres, radius, POP_MJD, np.random.default_rng(31)
+        )
         cap = 2 * np.pi * (1 - np.cos(np.deg2rad(radius))) * (180 / np.pi) ** 2
         lam = density * 2 * cap  # the two circles do not overlap
         assert abs(len(pop) - lam) < 4 * np.sqrt(lam) + 0.01 * lam
@@ -708,8 +758,9 @@ def test_population_in_region_with_valid_elements() -> None:
             assert pop[col].between(0, 360).all()
 
 
-def _blind_rejection_mba(centre: tuple[float, float], radius: float, n_draws: int,
-                         rng: np.random.Generator) -> pd.DataFrame:
+def _blind_rejection_mba(
+    centre: tuple[float, float], radius: float, n_draws: int, rng: np.random.Generator
+) -> pd.DataFrame:
     """Elements and uniform angles drawn blindly, kept when seen within ``radius`` of centre."""
     epoch = POP_MJD + 32.184 / 86400.0
     earth = observer_heliocentric(None, [POP_MJD])[0]
@@ -718,40 +769,42 @@ def _blind_rejection_mba(centre: tuple[float, float], radius: float, n_draws: in
     for _ in range(n_draws // 1_000_000):
         el = _draw_elements("mba", 1_000_000, rng)
         m = rng.uniform(0, 360, 1_000_000)
-        pos, _ = KeplerianOrbits(el["a"], el["e"], el["inc"], el["node"], el["argperi"], m,
-                                 epoch).state(epoch)
+        pos, _ = KeplerianOrbits(
+            el["a"], el["e"], el["inc"], el["node"], el["argperi"], m, epoch
+        ).state(epoch)
         rel = pos - earth
         inside = rel @ vec > np.cos(np.deg2rad(radius)) * np.linalg.norm(rel, axis=1)
-        kept.append(pd.DataFrame({"a_au": el["a"][inside], "e": el["e"][inside],
-                                  "inc_deg": el["inc"][inside]}))
+        kept.append(
+            pd.DataFrame(
+                {"a_au": el["a"][inside], "e": el["e"][inside], "inc_deg": el["inc"][inside]}
+            )
+        )
     return pd.concat(kept, ignore_index=True)
 
 
 @pytest.fixture(scope="module")
 def mba_blind() -> pd.DataFrame:
-    return _blind_rejection_mba(_opposition_radec(POP_MJD), 5.0, 3_000_000,
-                                np.random.default_rng(41))
+    return _blind_rejection_mba(
+        _opposition_radec(POP_MJD), 5.0, 3_000_000, np.random.default_rng(41)
+    )
 
 
 def test_conditioned_sampler_matches_blind_rejection_small_sample(mba_blind) -> None:
     # A modest request (about 160 objects): the pool is barely depleted, no bias shows.
     centre = _opposition_radec(POP_MJD)
-    pop = draw_population("mba", 2.0, (14.0, 20.5), [centre], 5.0, POP_MJD,
-                          np.random.default_rng(42))
+    pop = draw_population(
+        "mba", 2.0, (14.0, 20.5), [centre], 5.0, POP_MJD, np.random.default_rng(42)
+    )
     assert len(mba_blind) > 10000
     for col in ("inc_deg", "e", "a_au"):
         assert stats.ks_2samp(pop[col], mba_blind[col]).pvalue > 1e-3, col
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "src bug: draw_population picks up to 20 % of each pool without replacement "
-    "(rng.choice(replace=False, p=weight)), so inclusion saturates for high-weight (low-"
-    "inclination) triples; kept MBA inclinations are biased high (mean 6.21 vs 5.96 deg "
-    "blind, KS p ~ 1e-9 over 8 seeds); picking with replacement and keeping duplicates fixes it"))
 def test_conditioned_sampler_matches_blind_rejection(mba_blind) -> None:
     centre = _opposition_radec(POP_MJD)
-    pop = draw_population("mba", 40.0, (14.0, 20.5), [centre], 5.0, POP_MJD,
-                          np.random.default_rng(43))
+    pop = draw_population(
+        "mba", 40.0, (14.0, 20.5), [centre], 5.0, POP_MJD, np.random.default_rng(43)
+    )
     assert len(pop) > 2500
     for col in ("inc_deg", "e", "a_au"):
         assert stats.ks_2samp(pop[col], mba_blind[col]).pvalue > 1e-3, col

@@ -18,18 +18,35 @@ def tai_minus_utc_s(mjd_tai: ArrayLike) -> NDArray[np.float64]:
     """TAI - UTC in seconds (leap seconds from ERFA's table)."""
     mjd = np.atleast_1d(np.asarray(mjd_tai, dtype=float))
     out = np.empty_like(mjd)
-    for i, m in enumerate(mjd):
-        # erfa.dat wants a UTC date: look up at TAI - 37 s, then once more with the answer.
-        guess = 37.0
-        for _ in range(2):
-            year, month, day, frac = erfa.jd2cal(MJD_JD_OFFSET, m - guess / 86400.0)
-            with warnings.catch_warnings():
-                # Past the leap-second table ERFA warns "dubious year" and keeps the last value,
-                # which is the best prediction there is.
-                warnings.simplefilter("ignore", erfa.ErfaWarning)
-                guess = erfa.dat(year, month, day, frac)
-        out[i] = guess
+    # Since 1972 TAI-UTC changes only at UTC midnights: look each UTC day up once.
+    modern = mjd >= 41317.0
+    if modern.any():
+        days, inverse = np.unique(np.floor(mjd[modern] - 37.0 / 86400.0), return_inverse=True)
+        per_day = np.array([_dat(d + 0.5) for d in days])
+        first = per_day[inverse]
+        # Within TAI-UTC seconds after a UTC midnight the UTC date is still the previous day.
+        redo = np.flatnonzero(np.floor(mjd[modern] - first / 86400.0) != days[inverse])
+        first[redo] = [_dat_tai(m) for m in mjd[modern][redo]]
+        out[modern] = first
+    out[~modern] = [_dat_tai(m) for m in mjd[~modern]]
     return out
+
+
+def _dat(mjd_utc: float) -> float:
+    year, month, day, frac = erfa.jd2cal(MJD_JD_OFFSET, mjd_utc)
+    with warnings.catch_warnings():
+        # Past the leap-second table ERFA warns "dubious year" and keeps the last value, which
+        # is the best prediction there is.
+        warnings.simplefilter("ignore", erfa.ErfaWarning)
+        return float(erfa.dat(year, month, day, frac))
+
+
+def _dat_tai(mjd_tai: float) -> float:
+    """TAI-UTC at one TAI time: erfa.dat wants a UTC date, so look up twice."""
+    guess = 37.0
+    for _ in range(2):
+        guess = _dat(mjd_tai - guess / 86400.0)
+    return guess
 
 
 def mjd_tai_to_utc_jd(mjd_tai: ArrayLike) -> tuple[NDArray[np.float64], NDArray[np.float64]]:

@@ -25,6 +25,7 @@ zero_point_true        the real one (clouds and scatter included)
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import sqlite3
 from pathlib import Path
@@ -33,8 +34,8 @@ import erfa
 import numpy as np
 import pandas as pd
 
-from ..ephem import Site
-from ..ephem.timescales import MJD_JD_OFFSET, mjd_tai_to_utc_jd
+from ..ephem import Site, observer_heliocentric
+from ..ephem.timescales import MJD_JD_OFFSET, TT_MINUS_TAI_S, mjd_tai_to_utc_jd
 from ..errors import ConfigError
 from .config import BANDS, CadenceConfig
 
@@ -60,15 +61,44 @@ _NEW_MOON_MJD = 51550.26
 _SYNODIC_DAYS = 29.530589
 
 
+def _sin_altitude(
+    ra_deg: np.ndarray, dec_deg: np.ndarray, mjd_tai: np.ndarray, site: Site
+) -> np.ndarray:
+    """Sine of the geometric altitude of ICRS (ra, dec) from ``site``.
+
+    ICRS goes to the celestial intermediate system (IAU 2006/2000A precession-nutation, ERFA
+    ``c2i06a``; aberration, at most 20 arcsec, is left out) and the hour angle is the Earth
+    rotation angle plus the longitude minus the intermediate right ascension.
+    """
+    mjd = np.atleast_1d(np.asarray(mjd_tai, dtype=float))
+    ra = np.broadcast_to(np.deg2rad(ra_deg), mjd.shape)
+    dec = np.broadcast_to(np.deg2rad(dec_deg), mjd.shape)
+    # One celestial-to-intermediate matrix per call: precession moves 0.14 arcsec a night.
+    tt_mid = float(np.median(mjd)) + TT_MINUS_TAI_S / 86400.0
+    rc2i = erfa.c2i06a(MJD_JD_OFFSET, tt_mid)
+    v = np.stack([np.cos(dec) * np.cos(ra), np.cos(dec) * np.sin(ra), np.sin(dec)], axis=-1)
+    w = v @ rc2i.T
+    ri, di = np.arctan2(w[..., 1], w[..., 0]), np.arcsin(np.clip(w[..., 2], -1, 1))
+    ut1 = mjd_tai_to_utc_jd(mjd)
+    ha = erfa.era00(ut1[0], ut1[1]) + np.deg2rad(site.lon_deg) - ri
+    lat = np.deg2rad(site.lat_deg)
+    return np.sin(lat) * np.sin(di) + np.cos(lat) * np.cos(di) * np.cos(ha)
+
+
+def _sun_altitude_deg(mjd_tai: np.ndarray, site: Site) -> np.ndarray:
+    """Geometric altitude of the Sun (DE440 direction, light-time ignored: < 0.006 deg)."""
+    earth = observer_heliocentric(None, mjd_tai)
+    sun = -earth / np.linalg.norm(earth, axis=1)[:, None]
+    ra = np.rad2deg(np.arctan2(sun[:, 1], sun[:, 0]))
+    dec = np.rad2deg(np.arcsin(sun[:, 2]))
+    return np.rad2deg(np.arcsin(np.clip(_sin_altitude(ra, dec, mjd_tai, site), -1, 1)))
+
+
 def airmass_at(
     ra_deg: np.ndarray, dec_deg: np.ndarray, mjd_tai: np.ndarray, site: Site
 ) -> np.ndarray:
     """Plane-parallel airmass ``sec z`` of (ra, dec) seen from ``site`` (inf below the horizon)."""
-    ut1 = mjd_tai_to_utc_jd(mjd_tai)
-    gmst = erfa.gmst06(ut1[0], ut1[1], ut1[0], ut1[1])
-    ha = gmst + np.deg2rad(site.lon_deg) - np.deg2rad(ra_deg)
-    lat, dec = np.deg2rad(site.lat_deg), np.deg2rad(dec_deg)
-    sin_alt = np.sin(lat) * np.sin(dec) + np.cos(lat) * np.cos(dec) * np.cos(ha)
+    sin_alt = _sin_altitude(ra_deg, dec_deg, mjd_tai, site)
     return np.where(sin_alt > 0.01, 1.0 / np.clip(sin_alt, 0.01, None), np.inf)
 
 
@@ -121,13 +151,26 @@ def _assign_ids(visits: pd.DataFrame) -> pd.DataFrame:
     return visits
 
 
+def _book(
+    start: float, offsets: np.ndarray, slot: float, booked: list[tuple[float, float]]
+) -> float:
+    """The earliest start at or after ``start`` whose exposures overlap no booked one."""
+    for _ in range(10_000):
+        clash = [e for s, e in booked for t in start + offsets if s < t + slot and t < e]
+        if not clash:
+            return start
+        start = max(clash)
+    raise ConfigError("cannot fit the night's visits without overlapping exposures")
+
+
 def synthetic_schedule(
     cfg: CadenceConfig, fields: list[tuple[float, float]], rng: np.random.Generator
 ) -> pd.DataFrame:
     """A survey-like schedule: each clear night, each field visited ``visits_per_night`` times.
 
     Visits of a field are spaced by intervals drawn from ``revisit_min_minutes`` (so tracklets can
-    form), placed around the field's transit within an 8-hour night, in one or two bands.
+    form), placed near the field's best airmass of the night, while the Sun is below -12 deg and
+    every visit below airmass 2, in one or two bands. Exposures never overlap in time.
     """
     site = Site(cfg.site_lon_deg, cfg.site_lat_deg, cfg.site_height_m)
     # Local midnight: UTC midnight shifted by the site's longitude.
@@ -137,35 +180,45 @@ def synthetic_schedule(
     night_clear = rng.uniform(0, 1, cfg.n_nights) > 0.3
     lost = rng.uniform(0, 1, cfg.n_nights) < cfg.weather_loss_fraction
     slot = cfg.exptime_s / 86400.0 + 30.0 / 86400.0
+    tgrid0 = np.linspace(-6 / 24, 6 / 24, 145)  # 5-minute steps over +/-6 h about midnight
     for night in range(cfg.n_nights):
         if lost[night]:
             continue
         midnight = midnight0 + night
+        dark = tgrid0[_sun_altitude_deg(midnight + tgrid0, site) < -12.0]
+        if dark.size == 0:
+            continue
+        booked: list[tuple[float, float]] = []  # (start, end) of exposures already scheduled
         for f, (ra, dec) in enumerate(fields):
             gaps = rng.uniform(*cfg.revisit_min_minutes, cfg.visits_per_night - 1) / 1440.0
-            offsets = np.concatenate([[0.0], np.cumsum(gaps)]) + f * slot
-            span = offsets[-1]
-            # Centre the sequence near transit, within the night's +/-4 h.
-            tgrid = midnight + np.linspace(-4 / 24, 4 / 24 - span, 97)
-            x = airmass_at(
-                np.full(tgrid.size, ra), np.full(tgrid.size, dec), tgrid + span / 2, site
-            )
-            # Observe close to the best airmass of the night, as a scheduler would.
+            offsets = np.concatenate([[0.0], np.cumsum(gaps)])
+            starts = midnight + dark[dark + offsets[-1] <= dark[-1]]
+            if starts.size == 0:
+                continue
+            # Every visit of the sequence must be below airmass 2; aim near the night's best.
+            x = np.max([airmass_at(ra, dec, starts + off, site) for off in offsets], axis=0)
             ok = np.flatnonzero((x < 2.0) & (x < x.min() + 0.25))
             if ok.size == 0:
                 continue
-            start = tgrid[ok[rng.integers(ok.size)]]
+            start = _book(float(starts[ok[rng.integers(ok.size)]]), offsets, slot, booked)
+            times = start + offsets
+            if (
+                np.max(airmass_at(ra, dec, times, site)) >= 2.0
+                or np.max(_sun_altitude_deg(times, site)) > -12.0
+            ):
+                continue
+            booked += [(t, t + slot) for t in times]
             bands = rng.choice(list(cfg.bands), size=min(2, len(cfg.bands)), replace=False)
             if rng.uniform() < 0.5:
                 bands = bands[:1]
             rotation = rng.uniform(-45.0, 45.0)
-            for k, off in enumerate(offsets):
+            for k, t in enumerate(times):
                 rows.append(
                     {
                         "night": night,
                         "field": f,
                         "band": str(bands[k % len(bands)]),
-                        "mjd_tai": start + off + cfg.exptime_s / 2 / 86400.0,
+                        "mjd_tai": t + cfg.exptime_s / 2 / 86400.0,
                         "exptime_s": cfg.exptime_s,
                         "boresight_ra_deg": ra,
                         "boresight_dec_deg": dec,
@@ -225,7 +278,7 @@ def opsim_schedule(
     path = find_sorcha_cadence() if cfg.opsim_path == "sorcha" else Path(str(cfg.opsim_path))
     if not path.exists():
         raise ConfigError(f"cadence.opsim_path {str(path)!r} does not exist")
-    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as con:
+    with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as con:
         obs = pd.read_sql_query(
             "SELECT observationStartMJD, visitExposureTime, visitTime, filter, seeingFwhmEff, "
             "fiveSigmaDepth, fieldRA, fieldDec, rotSkyPos FROM observations",
@@ -248,14 +301,17 @@ def opsim_schedule(
         coord = SkyCoord(window["fieldRA"].to_numpy(), window["fieldDec"].to_numpy(), unit="deg")
         elat = coord.barycentrictrueecliptic.lat.deg
         near = window[np.abs(elat) < 20]
-        cells = np.round(near["fieldRA"]).astype(int) * 1000 + np.round(near["fieldDec"]).astype(
-            int
+        cells = pd.Series(
+            list(
+                zip(
+                    np.round(near["fieldRA"]).astype(int),
+                    np.round(near["fieldDec"]).astype(int),
+                    strict=True,
+                )
+            )
         )
         best = cells.value_counts().idxmax()
-        target = (
-            float(best // 1000),
-            float(best % 1000 if best % 1000 < 500 else best % 1000 - 1000),
-        )
+        target = (float(best[0]), float(best[1]))
     ra0, dec0 = np.deg2rad(target)
     ra, dec = np.deg2rad(window["fieldRA"].to_numpy()), np.deg2rad(window["fieldDec"].to_numpy())
     cos_sep = np.sin(dec0) * np.sin(dec) + np.cos(dec0) * np.cos(dec) * np.cos(ra - ra0)

@@ -9,8 +9,8 @@ else) are not drawn blindly: (a, e, i) triples are chosen from a large pool in p
 chance that blind angles would put them in the region (windows in heliocentric longitude and
 latitude that contain every direction from which the orbit could appear there), their angles are
 drawn uniformly inside those windows, and the exact geocentric test decides. The kept sample is
-the population conditioned on the region (up to drawing the pool without replacement), at a
-small fraction of the cost of blind rejection.
+the population conditioned on the region, at a small fraction of the cost of blind rejection.
+(A pool triple picked twice gets independent angles, so it yields two different orbits.)
 
 Columns of the returned table: ``ss_id``, ``population`` (mba | neo), ``a_au``, ``e``,
 ``inc_deg``, ``node_deg``, ``argperi_deg``, ``mean_anomaly_deg``, ``epoch_mjd_tdb``, ``h_mag``,
@@ -171,13 +171,12 @@ def draw_population(
         n_picked += n_pick
         if n_pick <= 0:
             continue
-        picked = rng.choice(batch, size=n_pick, replace=False, p=weight / weight.sum())
-        keep = np.zeros(batch, bool)
-        keep[picked] = True
-        el = {key: v[keep] for key, v in el.items()}
-        lon_c, lon_h, d_ecl = lon_c[keep], lon_h[keep], d_ecl[keep]
-        s_lo, arc = s_lo[keep], arc[keep]
-        n = int(keep.sum())
+        # With replacement, so that every triple keeps exactly its weight.
+        picked = rng.choice(batch, size=n_pick, replace=True, p=weight / weight.sum())
+        el = {key: v[picked] for key, v in el.items()}
+        lon_c, lon_h, d_ecl = lon_c[picked], lon_h[picked], d_ecl[picked]
+        s_lo, arc = s_lo[picked], arc[picked]
+        n = picked.size
         m = rng.uniform(0, 360, n)
         e = el["e"]
         ecc = solve_kepler(np.deg2rad(m), e)

@@ -50,14 +50,17 @@ def random_in_circles(
     ras: list[np.ndarray] = [np.zeros(0)]
     decs: list[np.ndarray] = [np.zeros(0)]
     have = 0
-    while have < n:
-        c = centres[rng.integers(len(centres))] if centres else (0.0, 0.0)
-        ra, dec = _uniform_cap(rng, c, radius_deg, n - have)
-        # Keep a point from centre k only if no earlier centre contains it (no double density).
-        keep = np.ones(ra.size, bool)
-        k = centres.index(c)
-        for other in centres[:k]:
-            keep &= _sep_deg(ra, dec, *other) > radius_deg
+    while have < n and centres:
+        m = n - have
+        pick = rng.integers(len(centres), size=m)  # equal-area caps: each equally likely
+        ra, dec = np.empty(m), np.empty(m)
+        keep = np.ones(m, bool)
+        for k, c in enumerate(centres):
+            idx = np.flatnonzero(pick == k)
+            ra[idx], dec[idx] = _uniform_cap(rng, c, radius_deg, idx.size)
+            # A point of cap k counts only if no earlier cap holds it: no double density.
+            for other in centres[:k]:
+                keep[idx] &= _sep_deg(ra[idx], dec[idx], *other) > radius_deg
         ras.append(ra[keep])
         decs.append(dec[keep])
         have += int(keep.sum())

@@ -163,3 +163,21 @@ def test_cli_reports_bad_configuration(tmp_path: Path) -> None:
     assert result.exit_code == 2
     assert "exptime_s" in result.output
     assert not (tmp_path / "s").exists()
+
+
+def test_survey_following_rubin_baseline_cadence(tmp_path: Path) -> None:
+    from diaflow.sim.cadence import find_sorcha_cadence
+
+    try:
+        find_sorcha_cadence()
+    except ConfigError:
+        pytest.skip("Sorcha's cadence database is not installed")
+    cfg = _tiny().replace(
+        **{"cadence.opsim_path": "sorcha", "cadence.n_nights": 3, "camera.n_detectors": 1}
+    )
+    result = simulate_survey(cfg, tmp_path / "s")
+    visits = pd.read_parquet(tmp_path / "s" / "visits.parquet")
+    assert result.n_visits == len(visits) > 0
+    # The baseline starts on 2023-10-01 (MJD 60218): the default start is outside it.
+    assert visits["mjd_tai"].min() == pytest.approx(60218.0, abs=3)
+    assert set(visits["band"]) <= set("ugrizy")

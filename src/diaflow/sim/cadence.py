@@ -284,11 +284,10 @@ def opsim_schedule(
             "fiveSigmaDepth, fieldRA, fieldDec, rotSkyPos FROM observations",
             con,
         )
-    t0 = (
-        obs["observationStartMJD"].min()
-        if cfg.start_mjd < obs["observationStartMJD"].min()
-        else cfg.start_mjd
-    )
+    first, last = float(obs["observationStartMJD"].min()), float(obs["observationStartMJD"].max())
+    # A start date outside the database's span (such as the synthetic default) means "from the
+    # database's first night".
+    t0 = cfg.start_mjd if first <= cfg.start_mjd <= last else first
     window = obs[
         (obs["observationStartMJD"] >= np.floor(t0))
         & (obs["observationStartMJD"] < np.floor(t0) + cfg.n_nights)

@@ -88,3 +88,51 @@ def moffat_enclosed(radius_px: float, fwhm_px: float, beta: float) -> float:
     """Fraction of a Moffat profile's flux inside ``radius_px``."""
     alpha = fwhm_px / (2 * np.sqrt(2 ** (1 / beta) - 1))
     return float(1 - (1 + (radius_px / alpha) ** 2) ** (1 - beta))
+
+
+@pytest.fixture(scope="session")
+def pipeline_survey(tmp_path_factory: pytest.TempPathFactory) -> SimulatedSurvey:
+    """Image-pipeline data: one 1024^2 detector, 10 nights of r-band pairs (20 visits).
+
+    Earlier visits make templates, later ones are science visits. The sky has the default
+    stars and galaxies, variables, many transients with hosts, asteroids, cosmic rays, satellite
+    trails, bad columns and saturated stars; seeing varies from visit to visit.
+    """
+    cfg = preset(
+        "default",
+        **{
+            "seed": 2024,
+            "camera.detector_shape": (1024, 1024),
+            "camera.n_detectors": 1,
+            "cadence.n_nights": 10,
+            "cadence.visits_per_night": 2,
+            "cadence.weather_loss_fraction": 0.0,
+            "cadence.bands": ("r",),
+            "sky.star_density_per_arcmin2": 12.0,
+            "sky.transients_per_deg2_per_day": 300.0,
+            "sky.main_belt_per_deg2": 600.0,
+            "render.satellite_probability": 0.2,
+        },
+    )
+    out = tmp_path_factory.mktemp("pipeline_survey")
+    simulate_survey(cfg, out, overwrite=True)
+    return _load(out, cfg)
+
+
+def truth_psf(survey: SimulatedSurvey, row: pd.Series):  # type: ignore[no-untyped-def]
+    """The true PSF of a visit-detector row as a PixelPsf."""
+    from diaflow.sim.psf import VisitPsf, true_pixel_psf
+    from diaflow.sim.render import field_radius_px, mosaic
+
+    cfg = survey.config
+    geom = mosaic(cfg.camera, np.random.default_rng(0))[int(row["detector"])]
+    psf = VisitPsf(
+        float(row["seeing_fwhm_arcsec"]),
+        cfg.render.psf_beta,
+        cfg.render.psf_fwhm_radial_variation,
+        field_radius_px(cfg.camera),
+        float(row["psf_g1"]),
+        float(row["psf_g2"]),
+        float(row["psf_g_astig"]),
+    )
+    return true_pixel_psf(psf, geom.boresight_pixel, geom.shape, cfg.camera.pixel_scale_arcsec)

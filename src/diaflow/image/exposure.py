@@ -9,6 +9,7 @@ from astropy.wcs import WCS
 from numpy.typing import NDArray
 
 from ..errors import BadInputError
+from .psf import PsfModel
 
 __all__ = ["AB_NJY_ZEROPOINT", "Exposure", "VisitInfo"]
 
@@ -63,6 +64,8 @@ class Exposure:
     info: VisitInfo
     zero_point: float | None = None
     """Calibrated AB zero point (magnitude of one count), once calibration has measured it."""
+    psf: PsfModel | None = None
+    """PSF model, once calibration has measured it (or from truth in tests)."""
     extra: dict[str, object] = field(default_factory=dict)
     """Other header metadata to round-trip through FITS."""
 

@@ -1,4 +1,4 @@
-"""Multi-extension FITS I/O for exposures: primary header, IMAGE, MASK and VARIANCE extensions.
+"""Multi-extension FITS I/O for exposures: primary header, IMAGE, MASK, VARIANCE (and PSF).
 
 The layout is that of Rubin's calexps (EXTNAME IMAGE/MASK/VARIANCE, ``MP_*`` mask-plane cards),
 each extension carrying the WCS so that ds9 and astropy display any of them on the sky.
@@ -18,6 +18,7 @@ from astropy.wcs import WCS
 from ..errors import CorruptFileError
 from .exposure import Exposure, VisitInfo
 from .masks import mask_header_cards
+from .psf import PixelPsf
 
 __all__ = ["read_exposure", "write_exposure"]
 
@@ -71,6 +72,12 @@ def write_exposure(
         for key, value in extra.items():
             h.header[key] = value
         hdus.append(h)
+    if isinstance(exposure.psf, PixelPsf):
+        h = fits.ImageHDU(data=exposure.psf.coeffs.astype(np.float64), name="PSF")
+        h.header["PSFORDER"] = (exposure.psf.order, "polynomial order in detector position")
+        h.header["PSFNX"] = (exposure.psf.shape[1], "detector width the positions scale over")
+        h.header["PSFNY"] = (exposure.psf.shape[0], "detector height the positions scale over")
+        hdus.append(h)
     tmp = path.with_name(path.name + ".tmp")
     fits.HDUList(hdus).writeto(tmp, overwrite=True, output_verify="exception")
     os.replace(tmp, path)
@@ -112,6 +119,14 @@ def read_exposure(path: str | os.PathLike[str]) -> Exposure:
             mask = np.asarray(hdul["MASK"].data, dtype=np.int32)
             variance = np.asarray(hdul["VARIANCE"].data, dtype=np.float32)
             img_hdr = hdul["IMAGE"].header
+            psf = None
+            if "PSF" in names:
+                ph = hdul["PSF"].header
+                psf = PixelPsf(
+                    np.asarray(hdul["PSF"].data, dtype=np.float64),
+                    int(ph["PSFORDER"]),
+                    (int(ph["PSFNY"]), int(ph["PSFNX"])),
+                )
     except CorruptFileError:
         raise
     except FileNotFoundError:
@@ -148,5 +163,6 @@ def read_exposure(path: str | os.PathLike[str]) -> Exposure:
         wcs=wcs,
         info=info,
         zero_point=hdr.get("ZPCAL"),
+        psf=psf,
         extra=extra,
     )

@@ -57,3 +57,31 @@ class VisitPsf:
     def galsim_psf(self, fwhm: float, g1: float, g2: float) -> galsim.GSObject:
         """The GalSim profile for local parameters."""
         return galsim.Moffat(beta=self.beta, fwhm=fwhm).shear(g1=g1, g2=g2)
+
+
+def true_pixel_psf(
+    psf: VisitPsf,
+    boresight_pixel: tuple[float, float],
+    shape: tuple[int, int],
+    pixel_scale_arcsec: float,
+    *,
+    size: int = 31,
+    order: int = 2,
+):  # type: ignore[no-untyped-def]
+    """The visit's true PSF on one detector as a :class:`~diaflow.image.PixelPsf` (for tests).
+
+    Stamps are drawn exactly as the renderer draws stars (pixel-sampled Moffat), at a grid of
+    detector positions, and fitted with polynomials of the position.
+    """
+    from ..image import PixelPsf
+
+    def stamp(x: float, y: float) -> np.ndarray:
+        fwhm, g1, g2 = psf.params(
+            np.array([x - boresight_pixel[0]]), np.array([y - boresight_pixel[1]])
+        )
+        obj = psf.galsim_psf(float(fwhm[0]) / pixel_scale_arcsec, float(g1[0]), float(g2[0]))
+        return obj.drawImage(nx=size, ny=size, scale=1.0, method="no_pixel").array.astype(
+            np.float64
+        )
+
+    return PixelPsf.from_function(stamp, shape, order=order)

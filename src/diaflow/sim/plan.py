@@ -23,7 +23,7 @@ from .population import ID_SSO_BASE, SSO_COLORS, draw_population, orbits_of
 from .psf import VisitPsf
 from .refcat import make_refcat
 from .render import DetectorGeometry, Pointing, field_radius_px, mosaic
-from .sky import J2016_MJD, draw_static_sky, draw_transients
+from .sky import J2016_MJD, _sep_deg, draw_static_sky, draw_transients
 
 __all__ = ["SurveyPlan", "VisitInputs", "detector_rng", "plan_survey", "visit_inputs"]
 
@@ -129,7 +129,7 @@ def plan_survey(config: SurveyConfig) -> SurveyPlan:
 def visit_inputs(plan: SurveyPlan, visit: pd.Series) -> VisitInputs:
     """True pointing, PSF and sources of one visit. Call in time order: it advances the plan."""
     cam = plan.config.camera
-    mjd, band = float(visit["mjd_tai"]), str(visit["band"])
+    mjd = float(visit["mjd_tai"])
     ra0, dec0 = float(visit["boresight_ra_deg"]), float(visit["boresight_dec_deg"])
     perr = plan.rng_pointing.normal(0, cam.pointing_error_arcsec / 3600, 2)
     pointing = Pointing(
@@ -150,20 +150,7 @@ def visit_inputs(plan: SurveyPlan, visit: pd.Series) -> VisitInputs:
     offsets = dict(
         zip(plan.agn_walk.ids.tolist(), plan.agn_walk.advance(mjd).tolist(), strict=True)
     )
-    sources = _visit_sources(
-        plan.static,
-        plan.transients,
-        plan.sso,
-        plan.orbits,
-        plan.site,
-        visit,
-        band,
-        mjd,
-        ra0,
-        dec0,
-        plan.radius_deg,
-        offsets,
-    )
+    sources = _visit_sources(plan, visit, offsets)
     return VisitInputs(pointing, psf, sources)
 
 
@@ -192,27 +179,13 @@ def _along_ecliptic(ra: float, dec: float, dlon_deg: float) -> tuple[float, floa
     return float(np.rad2deg(np.arctan2(w[1], w[0])) % 360), float(np.rad2deg(np.arcsin(w[2])))
 
 
-def _sep_deg(ra: np.ndarray, dec: np.ndarray, ra0: float, dec0: float) -> np.ndarray:
-    ra, dec, ra0r, dec0r = np.deg2rad(ra), np.deg2rad(dec), np.deg2rad(ra0), np.deg2rad(dec0)
-    c = np.sin(dec) * np.sin(dec0r) + np.cos(dec) * np.cos(dec0r) * np.cos(ra - ra0r)
-    return np.rad2deg(np.arccos(np.clip(c, -1, 1)))
-
-
 def _visit_sources(
-    static: pd.DataFrame,
-    transients: pd.DataFrame,
-    sso: pd.DataFrame,
-    orbits: object,
-    site: Site,
-    visit: pd.Series,
-    band: str,
-    mjd: float,
-    ra0: float,
-    dec0: float,
-    radius_deg: float,
-    agn_offsets: dict[int, float],
+    plan: SurveyPlan, visit: pd.Series, agn_offsets: dict[int, float]
 ) -> pd.DataFrame:
-    """Everything near the boresight at ``mjd``, with true fluxes, as render_detector wants."""
+    """Everything near the boresight at the visit's time, with true fluxes, for rendering."""
+    static, transients, radius_deg = plan.static, plan.transients, plan.radius_deg
+    mjd, band = float(visit["mjd_tai"]), str(visit["band"])
+    ra0, dec0 = float(visit["boresight_ra_deg"]), float(visit["boresight_dec_deg"])
     near = static[
         _sep_deg(static["ra_deg"].to_numpy(), static["dec_deg"].to_numpy(), ra0, dec0)
         < radius_deg + 0.01
@@ -254,8 +227,8 @@ def _visit_sources(
                 }
             )
         )
-    if len(sso):
-        parts.append(_sso_sources(sso, orbits, site, visit, band, mjd, ra0, dec0, radius_deg))
+    if len(plan.sso):
+        parts.append(_sso_sources(plan, visit))
     return (
         pd.concat([p for p in parts if len(p)], ignore_index=True)
         if any(len(p) for p in parts)
@@ -263,17 +236,11 @@ def _visit_sources(
     )
 
 
-def _sso_sources(
-    sso: pd.DataFrame,
-    orbits: object,
-    site: Site,
-    visit: pd.Series,
-    band: str,
-    mjd: float,
-    ra0: float,
-    dec0: float,
-    radius_deg: float,
-) -> pd.DataFrame:
+def _sso_sources(plan: SurveyPlan, visit: pd.Series) -> pd.DataFrame:
+    """Moving objects near the boresight: start, middle and end of the exposure, magnitudes."""
+    sso, orbits, site = plan.sso, plan.orbits, plan.site
+    mjd, band = float(visit["mjd_tai"]), str(visit["band"])
+    ra0, dec0 = float(visit["boresight_ra_deg"]), float(visit["boresight_dec_deg"])
     half = float(visit["exptime_s"]) / 2 / 86400.0
     tdb = 32.184 / 86400.0
     pos = {}
@@ -281,7 +248,7 @@ def _sso_sources(
         obs = observer_heliocentric(site, [t])[0]
         pos[label] = (*astrometric_radec(orbits, t + tdb, obs), obs)  # type: ignore[arg-type]
     ra, dec, delta, r, obs = pos["mid"]
-    on = _sep_deg(ra, dec, ra0, dec0) < radius_deg + 0.01
+    on = _sep_deg(ra, dec, ra0, dec0) < plan.radius_deg + 0.01
     if not on.any():
         return pd.DataFrame()
     r_obs = np.linalg.norm(obs)

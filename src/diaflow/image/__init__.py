@@ -2,6 +2,7 @@
 
 from .exposure import AB_NJY_ZEROPOINT, Exposure, VisitInfo
 from .fits import read_exposure, write_exposure
+from .foreign import read_single_image
 from .masks import MaskPlane, mask_bits, planes_set
 from .psf import GaussianPsf, PixelPsf, PsfModel, poly_terms
 from .wcs import make_detector_wcs
@@ -19,5 +20,6 @@ __all__ = [
     "planes_set",
     "poly_terms",
     "read_exposure",
+    "read_single_image",
     "write_exposure",
 ]

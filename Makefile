@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 SORCHA := sorcha==1.2.1
 
-.PHONY: demo test install lint bench
+.PHONY: demo test install lint bench peers
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -29,3 +29,14 @@ lint: $(VENV)/.installed
 
 bench: $(VENV)/.installed
 	$(VENV)/bin/diaflow bench simulate
+
+# The peers that image-subtraction benchmarks compare against, in their own environment so that
+# they never become dependencies of diaflow (properimage needs these three steps).
+.venv-peers/.installed:
+	python3 -m venv .venv-peers
+	.venv-peers/bin/pip install -q --upgrade pip "setuptools<81" wheel numpy scipy astropy
+	.venv-peers/bin/pip install -q --no-build-isolation tinynpydb
+	.venv-peers/bin/pip install -q properimage sfft
+	touch $@
+
+peers: .venv-peers/.installed

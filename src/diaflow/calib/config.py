@@ -86,15 +86,15 @@ class CosmicRayConfig:
 class SourceConfig:
     """How the bright sources used by the PSF, astrometry and photometry steps are found."""
 
-    threshold_sigma: float = 5.0
-    """Detection threshold in units of the per-pixel noise (variance plane)."""
+    threshold_sigma: float = 3.0
+    """Detection threshold of each (unfiltered) pixel in units of its noise (variance plane)."""
     min_pixels: int = 5
     """Smallest connected footprint kept, pixels."""
     min_snr: float = 20.0
     """Sources with a lower aperture signal-to-noise ratio are not returned."""
     max_sources: int = 2000
     """At most this many sources (the brightest) are measured and returned."""
-    star_size_tolerance: float = 0.15
+    star_size_tolerance: float = 0.1
     """A source is star-like when its size is within this fraction of the stellar locus."""
 
     def __post_init__(self) -> None:
@@ -114,18 +114,30 @@ class PsfConfig:
 
     order: int = 2
     """Polynomial order of the stamp coefficients in detector position (lowered if few stars)."""
+    variation: str = "auto"
+    """How the stamp varies with position: ``"pixel"`` fits every pixel as a free polynomial
+    (PSFEx; needs many stars), ``"perturbation"`` fits polynomial amounts of the mean stamp's
+    dilation and two shears (works with a dozen stars), ``"auto"`` picks ``"pixel"`` from
+    ``pixel_min_stars`` stars on."""
+    pixel_min_stars: int = 100
+    """Stars from which ``variation="auto"`` fits every pixel freely."""
     radius_fwhm: float = 5.0
     """Half-size of the PSF stamp in FWHMs; 5 keeps all but ~0.05 % of a Moffat(3.5) inside."""
     max_size_px: int = 71
     """Largest stamp side, pixels (odd)."""
+    wing_start_fwhm: float = 2.5
+    """Beyond this radius (in FWHMs) the model is a circular Moffat tail fitted to the azimuthal
+    medians of the core (robust to neighbours); 0 keeps the fitted pixels everywhere."""
     min_stars: int = 5
     """Fewer usable stars than this is a ``too_few_stars`` calibration error."""
     stars_per_term: float = 3.0
-    """Stars needed per polynomial term; the order drops until this holds."""
+    """Stars needed per polynomial term with free pixels; the order drops until this holds
+    (the perturbation model needs only three stars more than terms)."""
     max_stars: int = 200
     """At most this many stars (the brightest good ones) enter the fit."""
-    min_snr: float = 50.0
-    """Smallest signal-to-noise ratio of a PSF star."""
+    min_snr: float = 20.0
+    """Smallest signal-to-noise ratio of a PSF star (faint stars still help: they are weighted
+    by their own noise)."""
     clip_sigma: float = 4.0
     """Stars whose reduced chi-square is this many robust sigmas above the median are rejected."""
     iterations: int = 3
@@ -143,6 +155,11 @@ class PsfConfig:
         )
         if self.order < 0:
             raise ConfigError(f"PsfConfig.order must be >= 0, got {self.order!r}")
+        if self.variation not in ("auto", "pixel", "perturbation"):
+            raise ConfigError(
+                "PsfConfig.variation must be 'auto', 'pixel' or 'perturbation', "
+                f"got {self.variation!r}"
+            )
         if self.max_size_px < 9 or self.max_size_px % 2 == 0:
             raise ConfigError(f"PsfConfig.max_size_px must be odd and >= 9, got {self.max_size_px}")
 

@@ -9,7 +9,6 @@ database, alerts) build on these.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -22,6 +21,7 @@ from .diffim import SubtractConfig, Subtraction, subtract
 from .errors import BadInputError
 from .image import Exposure
 from .measure import DiaSourceConfig, detect_and_measure
+from .timing import Stopwatch
 
 __all__ = ["VisitConfig", "VisitResult", "build_patch_template", "process_visit"]
 
@@ -68,17 +68,9 @@ def process_visit(
         its ``reason`` says why, for the quarantine record.
     """
     config = config or VisitConfig()
-    seconds: dict[str, float] = {}
-    t0 = t = time.perf_counter()
-
-    def lap(name: str) -> None:
-        nonlocal t
-        now = time.perf_counter()
-        seconds[name] = now - t
-        t = now
-
+    clock = Stopwatch()
     cal = calibrate(exposure, refcat, config=config.calib)
-    lap("calibrate")
+    clock.lap("calibrate")
     science = cal.exposure
     if science.wcs is None:
         raise BadInputError("no_wcs", f"{exposure.label}: calibration produced no WCS")
@@ -87,14 +79,14 @@ def process_visit(
         raise BadInputError(
             "no_template_overlap", f"{exposure.label}: the template does not cover this detector"
         )
-    lap("warp")
+    clock.lap("warp")
     sub = subtract(science, warped, config=config.subtract)
-    lap("subtract")
+    clock.lap("subtract")
     sources, _ = detect_and_measure(
         sub.difference, science=science, template=warped, config=config.measure
     )
-    lap("measure")
-    seconds["total"] = time.perf_counter() - t0
+    clock.lap("measure")
+    seconds = clock.done()
     logger.info(
         "visit=%d/%d sources=%d %s",
         exposure.info.visit,

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import math
-import time
 from dataclasses import replace
 
 import numpy as np
@@ -23,6 +22,7 @@ from scipy import ndimage
 
 from ..errors import CalibrationError
 from ..image import Exposure, PixelPsf, VisitInfo, mask_bits
+from ..timing import Stopwatch
 from .astrometry import AstrometryFit, fit_wcs
 from .background import estimate_background
 from .config import CalibConfig
@@ -71,7 +71,7 @@ def calibrate(
         ``too_few_calibration_stars``. The input exposure is never modified.
     """
     config = config or CalibConfig()
-    clock = _Clock()
+    clock = Stopwatch()
     info = exposure.info
     checked = validate_inputs(exposure, refcat, config=config)
     image, variance, mask = checked.image, checked.variance, checked.mask
@@ -204,22 +204,6 @@ def calibrate(
     return CalibrationResult(
         exposure=calibrated, background=bkg.model, stars=stars, quality=quality
     )
-
-
-class _Clock:
-    """Wall-clock laps of the steps."""
-
-    def __init__(self) -> None:
-        self.start = self.last = time.perf_counter()
-        self.laps: dict[str, float] = {}
-
-    def lap(self, name: str) -> None:
-        now = time.perf_counter()
-        self.laps[name] = now - self.last
-        self.last = now
-
-    def done(self) -> dict[str, float]:
-        return {**self.laps, "total": time.perf_counter() - self.start}
 
 
 def _check_enough_stars(sources: pd.DataFrame, exposure: Exposure, config: CalibConfig) -> None:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import math
-import time
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Literal
@@ -25,6 +24,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ..image.exposure import Exposure
+from ..timing import Stopwatch
 from .apply import apply_kernel
 from .basis import alard_lupton_basis, basis_sigmas_px
 from .config import SubtractConfig
@@ -37,7 +37,7 @@ from .solution import KernelSolution
 from .stamps import find_kernel_stars
 from .validate import PreparedPair, prepare_pair
 
-__all__ = ["Clock", "Subtraction", "SubtractionQuality", "subtract"]
+__all__ = ["Subtraction", "SubtractionQuality", "subtract"]
 
 logger = logging.getLogger(__name__)
 
@@ -119,7 +119,7 @@ def subtract(
     """
     config = config or SubtractConfig()
     with _blas_threads(config.fft_workers):
-        clock = Clock()
+        clock = Stopwatch()
         pair = prepare_pair(science, template, config)
         clock.lap("prepare")
         if config.method == "zogy":
@@ -139,26 +139,7 @@ def _blas_threads(n: int) -> AbstractContextManager[object]:
     return threadpool_limits(limits=n, user_api="blas")
 
 
-class Clock:
-    """Wall-time laps of a subtraction's steps."""
-
-    def __init__(self) -> None:
-        self.start = self.last = time.perf_counter()
-        self.laps: dict[str, float] = {}
-
-    def lap(self, name: str) -> None:
-        """Record the time since the previous lap under ``name``."""
-        now = time.perf_counter()
-        self.laps[name] = self.laps.get(name, 0.0) + now - self.last
-        self.last = now
-
-    @property
-    def total(self) -> float:
-        """Seconds since the clock started."""
-        return time.perf_counter() - self.start
-
-
-def _al_subtract(pair: PreparedPair, config: SubtractConfig, clock: Clock) -> Subtraction:
+def _al_subtract(pair: PreparedPair, config: SubtractConfig, clock: Stopwatch) -> Subtraction:
     kcfg, scfg = config.kernel, config.stamps
     science = pair.science.exposure
     if config.convolve == "auto":

@@ -40,7 +40,8 @@ from .stamps import find_kernel_stars
 from .validate import PreparedPair
 
 if TYPE_CHECKING:
-    from .subtract import Clock, Subtraction
+    from ..timing import Stopwatch
+    from .subtract import Subtraction
 
 __all__ = ["zogy_kernels", "zogy_subtract"]
 
@@ -161,7 +162,7 @@ def _plane_fit(
     return poly_map(coeffs, order, (ny, nx))
 
 
-def zogy_subtract(pair: PreparedPair, config: SubtractConfig, clock: Clock) -> Subtraction:
+def zogy_subtract(pair: PreparedPair, config: SubtractConfig, clock: Stopwatch) -> Subtraction:
     """ZOGY subtraction of a prepared pair (see the module docstring)."""
     from .subtract import Subtraction, SubtractionQuality
 

@@ -119,14 +119,13 @@ def pipeline_survey(tmp_path_factory: pytest.TempPathFactory) -> SimulatedSurvey
     return _load(out, cfg)
 
 
-def truth_psf(survey: SimulatedSurvey, row: pd.Series):  # type: ignore[no-untyped-def]
-    """The true PSF of a visit-detector row as a PixelPsf."""
-    from diaflow.sim.psf import VisitPsf, true_pixel_psf
-    from diaflow.sim.render import field_radius_px, mosaic
+def visit_psf(survey: SimulatedSurvey, row: pd.Series):  # type: ignore[no-untyped-def]
+    """The true PSF model (VisitPsf) of a visit, from its row of ``visits.parquet``."""
+    from diaflow.sim.psf import VisitPsf
+    from diaflow.sim.render import field_radius_px
 
     cfg = survey.config
-    geom = mosaic(cfg.camera, np.random.default_rng(0))[int(row["detector"])]
-    psf = VisitPsf(
+    return VisitPsf(
         float(row["seeing_fwhm_arcsec"]),
         cfg.render.psf_beta,
         cfg.render.psf_fwhm_radial_variation,
@@ -135,4 +134,15 @@ def truth_psf(survey: SimulatedSurvey, row: pd.Series):  # type: ignore[no-untyp
         float(row["psf_g2"]),
         float(row["psf_g_astig"]),
     )
-    return true_pixel_psf(psf, geom.boresight_pixel, geom.shape, cfg.camera.pixel_scale_arcsec)
+
+
+def truth_psf(survey: SimulatedSurvey, row: pd.Series):  # type: ignore[no-untyped-def]
+    """The true PSF of a visit-detector row as a PixelPsf."""
+    from diaflow.sim.psf import true_pixel_psf
+    from diaflow.sim.render import mosaic
+
+    cfg = survey.config
+    geom = mosaic(cfg.camera, np.random.default_rng(0))[int(row["detector"])]
+    return true_pixel_psf(
+        visit_psf(survey, row), geom.boresight_pixel, geom.shape, cfg.camera.pixel_scale_arcsec
+    )

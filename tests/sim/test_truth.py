@@ -9,11 +9,10 @@ import sep
 from astropy.stats import mad_std
 from scipy.optimize import least_squares
 
-from conftest import SimulatedSurvey, moffat_enclosed
+from conftest import SimulatedSurvey, moffat_enclosed, visit_psf
 from diaflow.image import MaskPlane, mask_bits, read_exposure
 from diaflow.sim import true_wcs
 from diaflow.sim.lightcurves import static_fluxes_njy
-from diaflow.sim.psf import VisitPsf
 from diaflow.sim.render import mosaic, sky_model
 from diaflow.sim.sky import J2016_MJD
 
@@ -81,26 +80,11 @@ def _isolated_bright_stars(
     return pd.DataFrame(keep)
 
 
-def _psf_of(row: pd.Series, survey: SimulatedSurvey) -> VisitPsf:
-    from diaflow.sim.render import field_radius_px
-
-    cfg = survey.config
-    return VisitPsf(
-        float(row["seeing_fwhm_arcsec"]),
-        cfg.render.psf_beta,
-        cfg.render.psf_fwhm_radial_variation,
-        field_radius_px(cfg.camera),
-        float(row["psf_g1"]),
-        float(row["psf_g2"]),
-        float(row["psf_g_astig"]),
-    )
-
-
 def _local_fwhm_px(
     row: pd.Series, survey: SimulatedSurvey, x: np.ndarray, y: np.ndarray
 ) -> np.ndarray:
     geom = mosaic(survey.config.camera, np.random.default_rng(0))[int(row["detector"])]
-    fwhm, _, _ = _psf_of(row, survey).params(
+    fwhm, _, _ = visit_psf(survey, row).params(
         x - geom.boresight_pixel[0], y - geom.boresight_pixel[1]
     )
     return fwhm / survey.config.camera.pixel_scale_arcsec

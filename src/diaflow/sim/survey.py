@@ -31,13 +31,14 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+from numpy.typing import NDArray
 
 from .. import __version__
 from ..errors import ConfigError
 from ..image import make_detector_wcs, write_exposure
 from .config import SurveyConfig
 from .plan import detector_rng, plan_survey, visit_inputs
-from .render import DetectorGeometry, mosaic, render_detector
+from .render import DetectorGeometry, RenderedDetector, mosaic, render_detector
 
 __all__ = ["SurveyResult", "exposure_path", "simulate_survey", "true_wcs"]
 
@@ -152,12 +153,14 @@ def simulate_survey(
     ss_sink = _ParquetSink(out_dir / "truth" / "ss_positions.parquet")
     art_sink = _ParquetSink(out_dir / "truth" / "artifacts.parquet")
     visit_rows: list[dict[str, object]] = []
+    variable_ids = np.array(sorted(plan.variable_ids), dtype=np.int64)
     total = len(visits) * len(geoms)
     done = 0
 
     for vi, visit in visits.iterrows():
         inputs = visit_inputs(plan, visit)
         pointing, psf, sources = inputs.pointing, inputs.psf, inputs.sources
+        by_id = sources.set_index("id")  # once per visit, for every detector's truth rows
         for geom in geoms:
             rng = detector_rng(config, int(vi), geom.detector)
             out = render_detector(
@@ -172,7 +175,7 @@ def simulate_survey(
             )
             path = exposure_path(out_dir, int(visit["visit"]), geom.detector)
             write_exposure(out.exposure, path)
-            _stream_truth(out, geom, visit, sources, plan.variable_ids, lc_sink, ss_sink, art_sink)
+            _stream_truth(out, geom, visit, by_id, variable_ids, lc_sink, ss_sink, art_sink)
             visit_rows.append(
                 {
                     **{k: visit[k] for k in visits.columns},
@@ -233,17 +236,17 @@ def simulate_survey(
 
 
 def _stream_truth(
-    out: object,
+    out: RenderedDetector,
     geom: DetectorGeometry,
     visit: pd.Series,
-    sources: pd.DataFrame,
-    variable_ids: set[int],
+    sources_by_id: pd.DataFrame,
+    variable_ids: NDArray[np.int64],
     lc_sink: _ParquetSink,
     ss_sink: _ParquetSink,
     art_sink: _ParquetSink,
 ) -> None:
     ny, nx = geom.shape
-    drawn = out.sources  # type: ignore[attr-defined]
+    drawn = out.sources
     visit_id, det = int(visit["visit"]), geom.detector
     common = {
         "visit": visit_id,
@@ -255,17 +258,17 @@ def _stream_truth(
         on = (drawn["x"] >= 0) & (drawn["x"] <= nx - 1) & (drawn["y"] >= 0) & (drawn["y"] <= ny - 1)
         d = drawn[on]
         ids = d["id"].to_numpy()
-        kind = sources.set_index("id").loc[ids, "kind"].to_numpy() if len(d) else np.array([])
-        lc = d[(kind == "transient") | np.isin(ids, list(variable_ids))]
+        kind = sources_by_id.loc[ids, "kind"].to_numpy() if len(d) else np.array([])
+        lc = d[(kind == "transient") | np.isin(ids, variable_ids)]
         lc_sink.append(lc.assign(**common))
         ss = d[kind == "sso"]
         if len(ss):
-            info = sources[sources["kind"] == "sso"].set_index("id").loc[ss["id"].to_numpy()]
+            info = sources_by_id.loc[ss["id"].to_numpy()]
             # The drawn position is the start of the trail; report the mid-exposure one too.
-            mid_x, mid_y = out.wcs_true.all_world2pix(  # type: ignore[attr-defined]
+            mid_x, mid_y = out.wcs_true.all_world2pix(
                 info["mid_ra_deg"].to_numpy(), info["mid_dec_deg"].to_numpy(), 0
             )
-            end_x, end_y = out.wcs_true.all_world2pix(  # type: ignore[attr-defined]
+            end_x, end_y = out.wcs_true.all_world2pix(
                 info["trail_ra_deg"].to_numpy(), info["trail_dec_deg"].to_numpy(), 0
             )
             ss_sink.append(
@@ -288,5 +291,5 @@ def _stream_truth(
                     }
                 )
             )
-    if out.artifacts:  # type: ignore[attr-defined]
-        art_sink.append(pd.DataFrame(out.artifacts).assign(**common))  # type: ignore[attr-defined]
+    if out.artifacts:
+        art_sink.append(pd.DataFrame(out.artifacts).assign(**common))

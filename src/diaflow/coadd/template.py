@@ -1,4 +1,4 @@
-"""Templates: PSF-matched, outlier-rejected coadds of the best past visits of one patch and band.
+"""Templates: outlier-rejected coadds of the best past visits of one patch and band.
 
 :func:`build_template` strings the stage together:
 
@@ -7,7 +7,16 @@
 2. :func:`match_inputs` warps them onto the patch (:func:`~diaflow.coadd.warp_exposure`) and
    convolves each to the common PSF (:func:`~diaflow.coadd.match_psf`);
 3. :func:`coadd_matched` puts them on one photometric scale, masks transient outliers
-   (:func:`~diaflow.coadd.find_outliers`) and averages with one inverse-variance weight per input.
+   (:func:`~diaflow.coadd.find_outliers`, always on the PSF-matched inputs, where a star looks
+   the same in every visit) and averages with one inverse-variance weight per input.
+
+What is averaged is chosen by :attr:`TemplateConfig.psf_matched`. The PSF-matched inputs give a
+coadd with one known PSF, but matching every input to a PSF broader than the worst of them
+smooths the coadd's noise strongly: a science image subtracted from it would be convolved too,
+and the correlated template noise then breaks the difference image's noise model. The default
+averages the warped inputs themselves, with the rejection masks of their matched versions (the
+Rubin pipelines' practice); the template's PSF is then the same weighted mean of the inputs'
+PSFs, its noise nearly white, and its seeing close to that of the best visits.
 
 Weights are per input, from its median variance, not per pixel: the variance of a raw exposure is
 estimated from its own counts, so per-pixel weights would favour downward noise fluctuations and
@@ -31,8 +40,8 @@ from numpy.typing import NDArray
 
 from .. import __version__
 from ..errors import ConfigError, TemplateError
-from ..image import AB_NJY_ZEROPOINT, Exposure, MaskPlane, PixelPsf, VisitInfo, mask_bits
-from .psfmatch import PsfMatchConfig, common_psf, match_psf, psf_shape
+from ..image import AB_NJY_ZEROPOINT, Exposure, MaskPlane, PixelPsf, PsfModel, VisitInfo, mask_bits
+from .psfmatch import PsfMatchConfig, _embed, common_psf, match_psf, psf_shape
 from .reject import RejectConfig, find_outliers
 from .warp import WarpConfig, warp_exposure, warp_noise_correlation
 
@@ -66,6 +75,9 @@ class TemplateConfig:
     """Fraction of the patch a visit must cover to be used."""
     zero_point: float = AB_NJY_ZEROPOINT
     """AB magnitude of one template unit; the default 31.4 makes the template nJy per pixel."""
+    psf_matched: bool = False
+    """Coadd the PSF-matched inputs (one PSF everywhere, strongly correlated noise) instead of
+    the warped inputs (sharper, nearly white noise, PSF the weighted mean of the inputs')."""
     mask_propagation_fraction: float = 0.5
     """A mask bit of the inputs is set in the template where at least this fraction of the
     inputs with data there have it."""
@@ -158,6 +170,8 @@ class MatchedInputs:
     """FWHM of the common PSF, pixels."""
     input_fwhm_px: tuple[float, ...]
     """PSF FWHM of each warped input at the grid centre, pixels."""
+    warped: tuple[Exposure, ...] | None = None
+    """The warped inputs before matching (for a coadd that is not PSF-matched)."""
 
 
 def _source_coverage(exp: Exposure, target_wcs: WCS, target_shape: tuple[int, int]) -> float:
@@ -296,7 +310,7 @@ def match_inputs(
         for w, rho in zip(warped, rhos, strict=True)
     )
     fwhm = psf_shape(np.asarray(target_psf.kernel(*centre)))[0]
-    return MatchedInputs(matched, target_psf, fwhm, input_fwhm)
+    return MatchedInputs(matched, target_psf, fwhm, input_fwhm, tuple(warped))
 
 
 def _template_info(
@@ -341,6 +355,30 @@ def _version(
         sort_keys=True,
     )
     return f"diaflow-{__version__}-{hashlib.sha1(text.encode()).hexdigest()[:12]}"
+
+
+def _mean_psf(
+    exposures: Sequence[Exposure],
+    weights: NDArray[np.float64],
+    valid: NDArray[np.bool_],
+    config: WarpConfig,
+) -> PixelPsf:
+    """PSF of a weighted mean of exposures: the same weighted mean of their PSFs, over the
+    inputs with data at each sample position (each is a unit-flux image on one flux scale)."""
+    ny, nx = exposures[0].shape
+    size = max(int(np.asarray(e.psf.kernel(0.0, 0.0)).shape[0]) for e in exposures)  # type: ignore[union-attr]
+
+    def stamp(x: float, y: float) -> NDArray[np.float64]:
+        iy, ix = min(max(round(y), 0), ny - 1), min(max(round(x), 0), nx - 1)
+        here = valid[:, iy, ix]
+        use = here if here.any() else np.ones(len(exposures), dtype=bool)
+        out = np.zeros((size, size))
+        for e, w, ok in zip(exposures, weights, use, strict=True):
+            if ok and w > 0:
+                out += w * _embed(np.asarray(e.psf.kernel(x, y), dtype=np.float64), size)  # type: ignore[union-attr]
+        return out / out.sum()
+
+    return PixelPsf.from_function(stamp, (ny, nx), order=config.psf_order, grid=config.psf_grid)
 
 
 def coadd_matched(
@@ -398,6 +436,16 @@ def coadd_matched(
     rejection = find_outliers(
         images, variances, valid, target_stamp, matched.fwhm_px, config=config.reject
     )
+    psf: PsfModel = matched.psf
+    if not config.psf_matched and matched.warped is not None:
+        exps = matched.warped
+        images = np.stack([e.image * np.float32(s) for e, s in zip(exps, scales, strict=True)])
+        variances = np.stack(
+            [e.variance * np.float32(s * s) for e, s in zip(exps, scales, strict=True)]
+        )
+        masks = np.stack([e.mask for e in exps])
+        valid = ((masks & bad_bits) == 0) & np.isfinite(images) & np.isfinite(variances)
+        valid &= variances > 0
     used = valid & ~rejection.rejected
     weights = np.array(
         [
@@ -405,6 +453,8 @@ def coadd_matched(
             for v, ok in zip(variances, valid, strict=True)
         ]
     )
+    if exps is matched.warped:
+        psf = _mean_psf(exps, weights, valid, config.warp)
     w = weights[:, None, None].astype(np.float32)
     wsum = (used * w).sum(axis=0)
     n_inputs = used.sum(axis=0).astype(np.int16)
@@ -448,7 +498,7 @@ def coadd_matched(
         wcs=wcs.deepcopy(),
         info=info,
         zero_point=config.zero_point,
-        psf=matched.psf,
+        psf=psf,
         extra={"ORIGIN": "diaflow.coadd"},
     )
     version = version or _version(config, inputs, wcs, shape)

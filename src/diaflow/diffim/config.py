@@ -154,6 +154,9 @@ class SubtractConfig:
     """Which image is convolved (AL only): ``"auto"`` picks the one with the narrower PSF."""
     decorrelate: bool = True
     """Whiten the difference image's noise (AL only; ZOGY's output is white by construction)."""
+    template_noise_correlation: bool = True
+    """Measure the pixel noise correlation of the (resampled) template on its blank sky and use
+    it in the decorrelation filter and the variance plane (AL); ``False`` treats it as white."""
     kernel: KernelConfig = field(default_factory=KernelConfig)
     """Kernel basis, spatial variation and background (``background_order`` also sets the
     polynomial ZOGY removes from its difference)."""

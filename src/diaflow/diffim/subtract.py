@@ -7,7 +7,8 @@ The steps (Alard & Lupton 1998; Alard 2000; Reiss & Lupton 2016):
    (:mod:`.stamps`, :mod:`.kernel`);
 3. apply the kernel to the whole image as ``sum_p P_p(x, y) (K_p * X)``: one inverse FFT per
    spatial term, however many basis functions there are;
-4. whiten the noise with the decorrelation filter (:mod:`.decorrelate`), fused into the same
+4. whiten the noise with the decorrelation filter (:mod:`.decorrelate`, which accounts for the
+   template's resampling-correlated noise as measured on its blank sky), fused into the same
    Fourier products, and propagate the variance exactly through both convolutions;
 5. express the difference in science flux units and with the sign ``science - template``.
 """
@@ -28,7 +29,12 @@ from ..timing import Stopwatch
 from .apply import apply_kernel
 from .basis import alard_lupton_basis, basis_sigmas_px
 from .config import SubtractConfig
-from .decorrelate import decorrelation_kernel
+from .decorrelate import (
+    decorrelation_kernel,
+    noise_correlation,
+    source_mask,
+    variance_factors,
+)
 from .fourier import poly_map
 from .kernel import fit_kernel
 from .masking import difference_mask, filter_reach, noise_ratio
@@ -188,17 +194,34 @@ def _al_subtract(pair: PreparedPair, config: SubtractConfig, clock: Stopwatch) -
     )
     shape = science.shape
     cx, cy = (shape[1] - 1) / 2.0, (shape[0] - 1) / 2.0
+    rho, t_scale = None, 1.0
+    if config.template_noise_correlation:
+        # Sources found on the science image: its noise is independent of the template's.
+        t, sci = pair.template, pair.science
+        rho, t_scale = noise_correlation(
+            t.image, t.variance, ~t.bad, sources=source_mask(sci.image, sci.variance)
+        )
+    corr_x, corr_y = (rho, None) if conv_template else (None, rho)
+    s_x, s_y = (t_scale, 1.0) if conv_template else (1.0, t_scale)
+    centre_kernel = solution.kernel(cx, cy)
     phi = None
     if config.decorrelate:
         phi = decorrelation_kernel(
-            solution.kernel(cx, cy), var_target=y.sky_var, var_convolved=x.sky_var, half_width_px=h
+            centre_kernel,
+            var_target=y.sky_var * s_y,
+            var_convolved=x.sky_var * s_x,
+            half_width_px=h,
+            corr_target=corr_y,
+            corr_convolved=corr_x,
         )
+    g_y, g_x = variance_factors(phi, centre_kernel, corr_target=corr_y, corr_convolved=corr_x)
+    g_y, g_x = g_y * s_y, g_x * s_x
     clock.lap("fit")
     image, variance = apply_kernel(
         target=y.image,
-        target_var=y.variance,
+        target_var=y.variance if g_y == 1.0 else y.variance * np.float32(g_y),
         convolved=x.image,
-        convolved_var=x.variance,
+        convolved_var=x.variance if g_x == 1.0 else x.variance * np.float32(g_x),
         solution=solution,
         phi=phi,
         workers=config.fft_workers,

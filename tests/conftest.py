@@ -119,6 +119,29 @@ def pipeline_survey(tmp_path_factory: pytest.TempPathFactory) -> SimulatedSurvey
     return _load(out, cfg)
 
 
+@pytest.fixture(scope="session")
+def pipeline_template(pipeline_survey: SimulatedSurvey):  # type: ignore[no-untyped-def]
+    """The template of the pipeline survey's field from its first six nights (12 visits), on a
+    patch 1.5 detectors wide about the field centre."""
+    from diaflow.coadd import make_patch
+    from diaflow.image import read_exposure
+    from diaflow.nightly import build_patch_template
+
+    s = pipeline_survey
+    refcat = pd.read_parquet(s.out_dir / "refcat.parquet")
+    first = s.visits[s.visits["night"] < 6]
+    row = s.visits.iloc[len(first)]
+    patch = make_patch(
+        ra_deg=float(row["boresight_ra_deg"]),
+        dec_deg=float(row["boresight_dec_deg"]),
+        size_arcsec=1024 * 0.2 * 1.5,
+        pixel_scale_arcsec=0.2,
+        name="field0-r",
+    )
+    exposures = [read_exposure(s.out_dir / p) for p in first["path"]]
+    return build_patch_template(exposures, refcat=refcat, patch=patch, band="r")
+
+
 def visit_psf(survey: SimulatedSurvey, row: pd.Series):  # type: ignore[no-untyped-def]
     """The true PSF model (VisitPsf) of a visit, from its row of ``visits.parquet``."""
     from diaflow.sim.psf import VisitPsf

@@ -7,11 +7,10 @@ import pandas as pd
 import pytest
 
 from conftest import SimulatedSurvey
-from diaflow.coadd import make_patch
 from diaflow.diffim import StampConfig, SubtractConfig
 from diaflow.image import read_exposure
 from diaflow.measure import DIA_SOURCE_COLUMNS
-from diaflow.nightly import VisitConfig, build_patch_template, process_visit
+from diaflow.nightly import VisitConfig, process_visit
 
 
 def _fresh(s: SimulatedSurvey, first: pd.DataFrame, visit: int) -> pd.DataFrame:
@@ -42,22 +41,11 @@ def _visit_with_most_fresh_sources(s: SimulatedSurvey, first: pd.DataFrame) -> p
 
 
 @pytest.fixture(scope="module")
-def processed(pipeline_survey: SimulatedSurvey):  # type: ignore[no-untyped-def]
-    s = pipeline_survey
+def processed(pipeline_survey: SimulatedSurvey, pipeline_template):  # type: ignore[no-untyped-def]
+    s, template = pipeline_survey, pipeline_template
     refcat = pd.read_parquet(s.out_dir / "refcat.parquet")
     first = s.visits[s.visits["night"] < 6]
     row = _visit_with_most_fresh_sources(s, first)
-    ra, dec = float(row["boresight_ra_deg"]), float(row["boresight_dec_deg"])
-    patch = make_patch(
-        ra_deg=ra,
-        dec_deg=dec,
-        size_arcsec=1024 * 0.2 * 1.5,
-        pixel_scale_arcsec=0.2,
-        name="field0-r",
-    )
-    template = build_patch_template(
-        [read_exposure(s.out_dir / p) for p in first["path"]], refcat=refcat, patch=patch, band="r"
-    )
     # A 1024^2 detector at this density offers ~10-20 kernel stars.
     config = VisitConfig(subtract=SubtractConfig(stamps=StampConfig(min_snr=10.0, min_stamps=5)))
     result = process_visit(

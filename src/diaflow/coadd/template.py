@@ -444,7 +444,9 @@ def coadd_matched(
             [e.variance * np.float32(s * s) for e, s in zip(exps, scales, strict=True)]
         )
         masks = np.stack([e.mask for e in exps])
-        valid = ((masks & bad_bits) == 0) & np.isfinite(images) & np.isfinite(variances)
+        # Only pixels that the rejection tested: matching spreads masks over the kernel, so a
+        # warped input has data beside its bad columns that its matched version lacks.
+        valid &= ((masks & bad_bits) == 0) & np.isfinite(images) & np.isfinite(variances)
         valid &= variances > 0
     used = valid & ~rejection.rejected
     weights = np.array(

@@ -376,8 +376,9 @@ def test_variable_stars_are_kept(
     assert np.median(kept) == 1.0
     assert abs(np.median(frac)) < 0.01
     # A direct coadd's star is the mixture of the PSFs of the inputs kept there, which differs
-    # a little from the PSF model's mixture of all the inputs where some were rejected.
-    assert np.mean(np.abs(frac) < 0.03) >= (0.85 if template.exposure.psf is matched.psf else 0.8)
+    # a little from the PSF model's mixture of all the inputs where some were rejected; and a
+    # satellite's band (masked along its whole line) can cut through part of a star.
+    assert np.mean(np.abs(frac) < 0.03) >= (0.8 if template.exposure.psf is matched.psf else 0.75)
 
 
 def test_template_round_trips_through_fits(template: Template, tmp_path) -> None:

@@ -56,6 +56,13 @@ class RejectConfig:
     bright sources."""
     min_inputs: int = 3
     """Pixels covered by fewer inputs are not tested (a median of two cannot tell which is off)."""
+    streak_min_length_fwhm: float = 8.0
+    """A transient mask at least this long (FWHMs) and ``streak_min_elongation`` times longer
+    than wide is a streak (a satellite or aircraft trail): it is masked along its whole line
+    across the input, also where it crosses stars and where too few inputs cover the patch to
+    test it; 0 turns this off."""
+    streak_min_elongation: float = 6.0
+    """Length over width of a streak's mask."""
 
     def __post_init__(self) -> None:
         checks = (
@@ -275,7 +282,51 @@ def find_outliers(
         through = low[i] & ~keep_out
         through[ry, rx] |= extreme_low[i]
         rejected[i] = _grow(core, through, peak[i], reach, growth) & valid[i]
+        if config.streak_min_length_fwhm > 0:
+            rejected[i] |= _streak_bands(rejected[i], fwhm_px, config) & valid[i]
     return Rejection(rejected, n_transient, n_persistent)
+
+
+def _streak_bands(
+    mask: NDArray[np.bool_], fwhm_px: float, config: RejectConfig
+) -> NDArray[np.bool_]:
+    """Bands along the full lines of the long, thin components of one input's transient mask.
+
+    A satellite trail crosses the whole input, but its mask stops where the trail runs over a
+    star (whose pixels recur in every input, so they are kept) or over a corner that too few
+    inputs cover to be tested. Each component's axis and extent come from the second moments of
+    its pixels (a uniform bar of length ``L`` has variance ``L^2 / 12`` along it).
+    """
+    out = np.zeros(mask.shape, dtype=bool)
+    min_len = config.streak_min_length_fwhm * fwhm_px
+    labels, n = ndimage.label(mask, structure=np.ones((3, 3), dtype=bool))
+    if n == 0:
+        return out
+    sizes = np.bincount(labels.ravel(), minlength=n + 1)
+    lines = []
+    for k, box in enumerate(ndimage.find_objects(labels), start=1):
+        if box is None or sizes[k] < min_len * 2:
+            continue
+        extent = max(box[0].stop - box[0].start, box[1].stop - box[1].start)
+        if extent < min_len / np.sqrt(2):
+            continue
+        yy, xx = np.nonzero(labels[box] == k)
+        y, x = yy + box[0].start, xx + box[1].start
+        cy, cx = y.mean(), x.mean()
+        cov = np.cov(np.vstack([x - cx, y - cy]))
+        values, vectors = np.linalg.eigh(cov)
+        length = np.sqrt(12 * max(values[1], 0.0))
+        width = np.sqrt(12 * max(values[0], 0.0))
+        if length < min_len or length < config.streak_min_elongation * max(width, 1.0):
+            continue
+        lines.append((cx, cy, vectors[:, 1], 0.5 * width + 0.25 * fwhm_px))
+    if not lines:
+        return out
+    ny, nx = mask.shape
+    yy, xx = np.mgrid[0:ny, 0:nx]
+    for cx, cy, (ux, uy), half in lines:
+        out |= np.abs((xx - cx) * uy - (yy - cy) * ux) <= half
+    return out
 
 
 def _stand_out(

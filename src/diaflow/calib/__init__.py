@@ -19,6 +19,7 @@ from .config import (
     SourceConfig,
 )
 from .cosmic import find_cosmic_rays, interpolate_masked, psf_sharpness
+from .internal import internal_refcat
 from .photometry import ZeroPointFit, fit_zero_point
 from .psf import PsfFit, fit_psf, psf_fluxes, psf_stamp_size
 from .result import CalibrationQuality, CalibrationResult
@@ -50,6 +51,7 @@ __all__ = [
     "fit_zero_point",
     "flag_near_masked",
     "footprint_refcat",
+    "internal_refcat",
     "interpolate_masked",
     "psf_fluxes",
     "psf_sharpness",

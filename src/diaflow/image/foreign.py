@@ -53,7 +53,8 @@ def read_single_image(
     hdu
         Which HDU holds the image.
     visit
-        Visit id; by default a stable 63-bit hash of the file name.
+        Visit id; by default a stable 40-bit hash of the file name (it fits the DiaSource id
+        packing, which allows visits below 2**41).
     detector
         Detector id to record.
     band
@@ -107,7 +108,7 @@ def read_single_image(
         mask[image >= saturation] |= mask_bits(MaskPlane.SAT)
 
     if visit is None:
-        visit = int.from_bytes(hashlib.sha256(path.name.encode()).digest()[:8], "big") >> 1
+        visit = int.from_bytes(hashlib.sha256(path.name.encode()).digest()[:5], "big")
     filt = str(hdr.get("FILTER", band or "r"))
     ra, dec = wcs.celestial.wcs.crval
     info = VisitInfo(

@@ -9,7 +9,6 @@ photon noise) must be found and measured as their signal-to-noise ratio says.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 
 import numpy as np
@@ -20,9 +19,9 @@ from conftest import SimulatedSurvey, truth_psf
 from diaflow.coadd.psfmatch import psf_shape
 from diaflow.diffim import StampConfig, SubtractConfig
 from diaflow.image import Exposure, read_exposure
-from diaflow.measure.fakes import add_point, point_stamp
+from diaflow.measure.fakes import inject_point_sources, point_stamp
 from diaflow.nightly import VisitConfig, VisitResult, process_visit
-from diaflow.sim import true_wcs
+from diaflow.sim import blank_map, occupied_sky
 
 # A 1024^2 detector at this density offers ~10-30 kernel stars.
 CONFIG = VisitConfig(subtract=SubtractConfig(stamps=StampConfig(min_snr=10.0, min_stamps=5)))
@@ -35,64 +34,19 @@ def _science_rows(s: SimulatedSurvey) -> pd.DataFrame:
 
 def _truth_xy(s: SimulatedSurvey, result: VisitResult, visit: int) -> np.ndarray:
     """(n, 3) x, y and exclusion radius (px) on the science grid of everything that is not
-    blank sky in the science image or in any template visit: static sources (galaxies by their
-    size), transients, asteroids and the template visits' satellite trails (sampled)."""
+    blank sky in the science image or in any template visit (:func:`occupied_sky`)."""
     diff = result.subtraction.difference
-    wcs = diff.wcs
-    parts = []
-    for name in ("static", "transients"):
-        tab = s.table(name)
-        x, y = wcs.all_world2pix(tab["ra_deg"], tab["dec_deg"], 0)
-        radius = np.full(len(tab), 10.0)
-        if "half_light_arcsec" in tab:
-            hl = np.nan_to_num(tab["half_light_arcsec"].to_numpy())
-            radius = np.maximum(radius, 4 * hl / 0.2)
-        if "mag_r" in tab:
-            radius = np.maximum(radius, _halo_radius(s, diff, tab["mag_r"].to_numpy()))
-        parts.append(np.c_[x, y, radius])
-    ss = s.table("ss_positions")
-    ss = ss[ss["visit"] == visit]
-    parts.append(np.c_[ss["x"], ss["y"], 10.0 + ss["trail_length_px"]])
-    art = s.table("artifacts")
-    template_visits = set(s.visits[s.visits["night"] < 6]["visit"])
-    for a in art[(art["kind"] == "satellite") & art["visit"].isin(template_visits)].itertuples():
-        row = s.visits[s.visits["visit"] == a.visit].iloc[0]
-        t = np.linspace(0, 1, 2000)
-        ra, dec = true_wcs(row, s.config).all_pix2world(  # type: ignore[attr-defined]
-            a.x0 + t * (a.x1 - a.x0), a.y0 + t * (a.y1 - a.y0), 0
-        )
-        x, y = wcs.all_world2pix(ra, dec, 0)
-        parts.append(np.c_[x, y, np.full(len(t), 10.0 + np.nan_to_num(a.width_px))])
-    art = art[art["visit"] == visit]
-    for a in art.itertuples():
-        t = np.linspace(0, 1, max(2, int(math.hypot(a.x1 - a.x0, a.y1 - a.y0))))
-        x, y = a.x0 + t * (a.x1 - a.x0), a.y0 + t * (a.y1 - a.y0)
-        parts.append(np.c_[x, y, np.full(len(t), 8.0 + np.nan_to_num(a.width_px))])
-    return np.vstack(parts)
-
-
-def _halo_radius(s: SimulatedSurvey, diff: Exposure, mag: np.ndarray) -> np.ndarray:
-    """Radius (px) out to which a star's Moffat light exceeds the sky noise per pixel: bright
-    and saturated stars are not blank sky well beyond their cores."""
-    beta = s.config.render.psf_beta
     fwhm = psf_shape(np.asarray(diff.psf.kernel(512.0, 512.0), dtype=np.float64))[0]
-    alpha = fwhm / (2 * math.sqrt(2 ** (1 / beta) - 1))
-    peak = (beta - 1) / (math.pi * alpha**2)  # Moffat profile at r = 0, unit flux
-    noise = float(np.sqrt(np.median(diff.variance[::8, ::8])))
-    flux = np.nan_to_num(10 ** (-0.4 * (mag - float(diff.zero_point))))  # counts
-    ratio = np.clip(flux * peak / noise, 1.0, None)
-    return alpha * np.sqrt(ratio ** (1 / beta) - 1)
-
-
-def _blank(shape: tuple[int, int], truth: np.ndarray, step: int) -> np.ndarray:
-    """Sampled (every ``step`` px) map of pixels outside every truth exclusion radius."""
-    yy, xx = np.mgrid[0 : shape[0] : step, 0 : shape[1] : step]
-    ok = np.ones(xx.shape, dtype=bool)
-    inside = (truth[:, 0] > -60) & (truth[:, 0] < shape[1] + 60)
-    inside &= (truth[:, 1] > -60) & (truth[:, 1] < shape[0] + 60)
-    for x, y, r in truth[inside]:
-        ok &= np.hypot(xx - x, yy - y) >= r
-    return ok
+    return occupied_sky(
+        s.out_dir,
+        s.config,
+        visit,
+        diff.wcs,
+        template_visits=s.visits[s.visits["night"] < 6]["visit"],
+        zero_point=float(diff.zero_point),
+        fwhm_px=fwhm,
+        noise_per_px=float(np.sqrt(np.median(diff.variance[::8, ::8]))),
+    )
 
 
 def _expected_false(npix: float, sigma_px: float, nu: float = THRESHOLD) -> float:
@@ -130,7 +84,7 @@ def test_false_detections_in_blank_sky_follow_gaussian_noise(
     for row, result in clean_runs:
         diff = result.subtraction.difference
         truth = _truth_xy(pipeline_survey, result, int(row["visit"]))
-        blank = _blank(diff.shape, truth, step)
+        blank = blank_map(diff.shape, truth, step)
         blank &= diff.mask[::step, ::step] == 0
         ds = result.dia_sources
         near = np.zeros(len(ds), dtype=bool)
@@ -143,22 +97,6 @@ def test_false_detections_in_blank_sky_follow_gaussian_noise(
     # The issue's bound is 2x the expectation; with ~1 expected over these 8 visits a Poisson
     # count needs room too (3 sigma, plus one), or a perfect pipeline would fail 1 run in 8.
     assert found <= max(2 * expected, expected + 3 * math.sqrt(expected) + 1)
-
-
-def _inject(exposure: Exposure, psf, xy: np.ndarray, counts: np.ndarray, seed: int) -> Exposure:  # type: ignore[no-untyped-def]
-    """Point sources added to raw pixels with their photon noise (and variance)."""
-    image = exposure.image.astype(np.float64)
-    model = np.zeros_like(image)
-    for (x, y), c in zip(xy, counts, strict=True):
-        add_point(model, psf, x, y, c)
-    gain = exposure.info.gain
-    rng = np.random.default_rng(seed)
-    noise = rng.normal(size=image.shape) * np.sqrt(np.clip(model, 0, None) / gain)
-    return dataclasses.replace(
-        exposure,
-        image=(image + model + noise).astype(np.float32),
-        variance=(exposure.variance + np.clip(model, 0, None) / gain).astype(np.float32),
-    )
 
 
 @pytest.fixture(scope="module")
@@ -189,7 +127,9 @@ def injected(pipeline_survey: SimulatedSurvey, pipeline_template, clean_runs):  
         )
         snr = rng.uniform(3.0, 15.0, len(xy))
         psf = truth_psf(s, row)
-        exp = _inject(read_exposure(s.out_dir / row["path"]), psf, xy, snr * err, seed=len(xy))
+        rng_noise = np.random.default_rng(len(xy))
+        raw = read_exposure(s.out_dir / row["path"])
+        exp = inject_point_sources(raw, psf, xy, snr * err, rng=rng_noise)
         result = process_visit(exp, refcat=refcat, template=pipeline_template, config=CONFIG)
         zp = float(result.calibration.exposure.zero_point)
         flux_njy = snr * err * 10 ** (0.4 * (31.4 - zp))

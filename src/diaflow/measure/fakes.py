@@ -10,6 +10,7 @@ function returns what it drew, so tests compare measurements with truth.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -29,6 +30,7 @@ __all__ = [
     "add_trail",
     "blank_exposure",
     "flux_for_snr",
+    "inject_point_sources",
     "moffat_psf",
     "point_stamp",
     "simulate_difference",
@@ -77,6 +79,30 @@ def _add(image: NDArray[np.floating], stamp: NDArray[np.float64], ix: int, iy: i
 def add_point(image: NDArray[np.floating], psf: PsfModel, x: float, y: float, flux: float) -> None:
     """Add a point source of ``flux`` counts (negative for a negative source) at (x, y)."""
     _add(image, flux * point_stamp(psf, x, y), round(x), round(y))
+
+
+def inject_point_sources(
+    exposure: Exposure,
+    psf: PsfModel,
+    xy: NDArray[np.float64],
+    counts: NDArray[np.float64],
+    *,
+    rng: np.random.Generator,
+) -> Exposure:
+    """A copy of a (raw, sky-in) exposure with point sources added as the camera would see them:
+    ``counts`` (ADU, positive) at ``xy`` drawn with ``psf``, plus their photon noise (Gaussian
+    with the Poisson variance, through the gain), which is added to the variance plane too."""
+    model = np.zeros(exposure.shape, dtype=np.float64)
+    for (x, y), c in zip(np.asarray(xy, dtype=np.float64), counts, strict=True):
+        add_point(model, psf, float(x), float(y), float(c))
+    model = np.clip(model, 0.0, None)
+    gain = exposure.info.gain
+    noise = rng.normal(size=model.shape) * np.sqrt(model / gain)
+    return dataclasses.replace(
+        exposure,
+        image=(exposure.image + model + noise).astype(np.float32),
+        variance=(exposure.variance + model / gain).astype(np.float32),
+    )
 
 
 def add_trail(

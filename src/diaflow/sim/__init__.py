@@ -12,6 +12,7 @@ from .config import (
 )
 from .plan import SurveyPlan, VisitInputs, detector_rng, plan_survey, visit_inputs
 from .survey import SurveyResult, exposure_path, simulate_survey, true_wcs
+from .truth import blank_map, occupied_sky
 
 __all__ = [
     "BANDS",
@@ -24,8 +25,10 @@ __all__ = [
     "SurveyPlan",
     "SurveyResult",
     "VisitInputs",
+    "blank_map",
     "detector_rng",
     "exposure_path",
+    "occupied_sky",
     "plan_survey",
     "preset",
     "simulate_survey",

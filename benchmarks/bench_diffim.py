@@ -54,26 +54,29 @@ def _plain_fits(exposure: Any, path: Path) -> None:
     fits.PrimaryHDU(image, header).writeto(path, overwrite=True)
 
 
-def child(ref: str, sci: str, out: str, constant: bool) -> None:
-    """Run diaflow's subtraction on a stored pair; print seconds and peak memory as JSON."""
-    from threadpoolctl import threadpool_limits
+def _config(constant: bool) -> Any:
+    from diaflow.diffim import KernelConfig, StampConfig, SubtractConfig
 
-    from diaflow.diffim import KernelConfig, StampConfig, SubtractConfig, subtract
-    from diaflow.image import read_exposure, write_exposure
-
-    template, science = read_exposure(ref), read_exposure(sci)
     config = SubtractConfig(stamps=StampConfig(min_snr=10.0, min_stamps=3))
     if constant:
         config = dataclasses.replace(
             config, kernel=KernelConfig(spatial_order=0, background_order=0)
         )
-    result: dict[str, Any] = {}
+    return config
+
+
+def child(ref: str, sci: str, constant: bool) -> None:
+    """Run diaflow's subtraction on a stored pair; print seconds and peak memory as JSON."""
+    from threadpoolctl import threadpool_limits
+
+    from diaflow.diffim import subtract
+    from diaflow.image import read_exposure
+
+    template, science = read_exposure(ref), read_exposure(sci)
+    config = _config(constant)
     with threadpool_limits(1):
-        peak = measure_peak(
-            lambda: result.setdefault("sub", subtract(science, template, config=config))
-        )
+        peak = measure_peak(lambda: subtract(science, template, config=config))
         seconds = median_seconds(lambda: subtract(science, template, config=config), 3)
-    write_exposure(result["sub"].difference, out, overwrite=True)
     print(json.dumps({"peer": "diaflow", "seconds": seconds, "peak_mib": peak["peak_rss_mib"]}))
 
 
@@ -114,7 +117,7 @@ def _judge(
         bright = fakes[fakes["snr"] >= 10]
         ra, dec = wcs.all_pix2world(bright["x"], bright["y"], 0)
         forced = forced_photometry(diff, ra, dec, ids=np.arange(len(bright)), make_ids=ids)
-        scale = float(np.median(forced["psfFlux"].to_numpy() / bright["flux_njy"].to_numpy()))
+        scale = float(np.nanmedian(forced["psfFlux"].to_numpy() / bright["flux_njy"].to_numpy()))
     elif transient_xy is not None and transient_flux is not None:
         ra, dec = wcs.all_pix2world([transient_xy[0]], [transient_xy[1]], 0)
         forced = forced_photometry(diff, ra, dec, ids=[0], make_ids=ids)
@@ -157,10 +160,12 @@ def _judge(
 def _synthetic(tmp: Path, side: int) -> tuple[Path, Path, Any, np.ndarray, Any, str]:
     """The simulated pair: stored exposures, the fakes, the occupied sky, the conv. side."""
     import pandas as pd
+    from scipy import ndimage
 
     from diaflow.calib import calibrate
     from diaflow.coadd import make_patch, warp_exposure
     from diaflow.coadd.psfmatch import psf_shape
+    from diaflow.diffim import subtract
     from diaflow.image import read_exposure, write_exposure
     from diaflow.measure.fakes import inject_point_sources, point_stamp
     from diaflow.nightly import build_patch_template
@@ -209,15 +214,23 @@ def _synthetic(tmp: Path, side: int) -> tuple[Path, Path, Any, np.ndarray, Any, 
     far = np.ones(len(xy), dtype=bool)
     for x, y, r in occupied:
         far &= np.hypot(xy[:, 0] - x, xy[:, 1] - y) >= r + 5
+    reference = dataclasses.replace(
+        warped,
+        image=(warped.image * np.float32(to_counts)),
+        variance=(warped.variance * np.float32(to_counts**2)),
+        zero_point=clean.zero_point,
+        info=dataclasses.replace(warped.info, gain=clean.info.gain),
+    )
+    # Sources go where the clean difference is unmasked, with the S/N its PSF-flux error gives.
+    cd = subtract(clean, reference, config=_config(False)).difference
     ix, iy = xy[:, 0].round().astype(int), xy[:, 1].round().astype(int)
-    far &= (clean.mask[iy, ix] == 0) & np.isfinite(warped.image[iy, ix])
+    far &= ~ndimage.maximum_filter(cd.mask != 0, size=9)[iy, ix]
     xy = xy[far]
-    var = clean.variance + np.nan_to_num(warped.variance) * np.float32(to_counts**2)
     err = []
     for x, y in xy:
-        stamp = point_stamp(clean.psf, x, y)
+        stamp = point_stamp(cd.psf, x, y)
         h = stamp.shape[0] // 2
-        v = var[round(y) - h : round(y) + h + 1, round(x) - h : round(x) + h + 1]
+        v = cd.variance[round(y) - h : round(y) + h + 1, round(x) - h : round(x) + h + 1]
         err.append(1.0 / math.sqrt(float(np.sum(stamp**2 / v))))
     snr = rng.uniform(3.0, 15.0, len(xy))
     counts = snr * np.array(err)
@@ -236,13 +249,6 @@ def _synthetic(tmp: Path, side: int) -> tuple[Path, Path, Any, np.ndarray, Any, 
     )
     psf = true_pixel_psf(vpsf, geom.boresight_pixel, geom.shape, cfg.camera.pixel_scale_arcsec)
     science = calibrate(inject_point_sources(raw, psf, xy, counts, rng=rng), refcat).exposure
-    reference = dataclasses.replace(
-        warped,
-        image=(warped.image * np.float32(to_counts)),
-        variance=(warped.variance * np.float32(to_counts**2)),
-        zero_point=science.zero_point,
-        info=dataclasses.replace(warped.info, gain=science.info.gain),
-    )
     fakes = pd.DataFrame(
         {
             "x": xy[:, 0],
@@ -305,11 +311,13 @@ def _compare(
 ) -> dict[str, Any]:
     from astropy.io import fits
 
+    from diaflow.diffim import subtract
     from diaflow.image import read_exposure
 
-    ours_path = tmp / f"{label}_diaflow.fits"
-    argv = [__file__, "--child", str(ref_path), str(sci_path), str(ours_path)]
+    argv = [__file__, "--child", str(ref_path), str(sci_path)]
     runs = {"diaflow": run_fresh(argv + (["--constant"] if constant else []))}
+    ours = subtract(read_exposure(sci_path), read_exposure(ref_path), config=_config(constant))
+    ours = ours.difference
     ref_plain, sci_plain = tmp / f"{label}_ref_plain.fits", tmp / f"{label}_sci_plain.fits"
     _plain_fits(read_exposure(ref_path), ref_plain)
     _plain_fits(read_exposure(sci_path), sci_plain)
@@ -319,7 +327,6 @@ def _compare(
         runs[peer] = _run_peer(peer, ref_plain, sci_plain, out, convolve)
         if "error" not in runs[peer]:
             images[peer] = np.asarray(fits.getdata(out), dtype=np.float64)
-    ours = read_exposure(ours_path)
     images = {"diaflow": ours.image, **images}
     result: dict[str, Any] = {}
     flux = None
@@ -364,7 +371,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--json", action="store_true")
-    parser.add_argument("--child", nargs=3, metavar=("REF", "SCI", "OUT"))
+    parser.add_argument("--child", nargs=2, metavar=("REF", "SCI"))
     parser.add_argument("--constant", action="store_true")
     args = parser.parse_args(argv)
     if args.child:

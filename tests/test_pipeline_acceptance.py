@@ -188,3 +188,52 @@ def test_injected_positions_match_their_errors(injected: pd.DataFrame) -> None:
     for p in (px, py):
         assert 0.8 <= float(np.std(p)) <= 1.25
         assert abs(float(np.median(p))) < 0.2
+
+
+def _residual_chi2(diff: Exposure, x: float, y: float, half: int = 6) -> float | None:
+    """chi^2 per pixel in a (2 half + 1)^2 window after the best-fitting difference PSF at
+    (x, y) is removed: 1 for noise, more where something structured is left."""
+    ix, iy = round(x), round(y)
+    ny, nx = diff.shape
+    if not (half + 20 <= ix < nx - half - 20 and half + 20 <= iy < ny - half - 20):
+        return None
+    win = (slice(iy - half, iy + half + 1), slice(ix - half, ix + half + 1))
+    if (diff.mask[win] != 0).any():
+        return None
+    model = diff.psf.image(x, y)  # type: ignore[union-attr]
+    c = model.shape[0] // 2
+    p = model[c - half : c + half + 1, c - half : c + half + 1]
+    img, var = diff.image[win].astype(np.float64), diff.variance[win].astype(np.float64)
+    amp = float(np.sum(p * img / var) / np.sum(p * p / var))
+    return float(np.mean((img - amp * p) ** 2 / var))
+
+
+def test_variables_and_hosted_transients_leave_no_structured_residuals(
+    pipeline_survey: SimulatedSurvey, clean_runs
+) -> None:  # type: ignore[no-untyped-def]
+    """Variable stars and AGN (their change is a point source) and transients on galaxies (the
+    galaxy must vanish, the transient is a point source): after the difference PSF is fitted
+    and removed, only noise is left."""
+    s = pipeline_survey
+    static = s.table("static")
+    variables = static[static["var_type"] != "none"]
+    transients = s.table("transients")
+    hosted = transients[transients["host_id"] >= 0]
+    chi2: dict[str, list[float]] = {"variable": [], "hosted": []}
+    for _, result in clean_runs:
+        diff = result.subtraction.difference
+        for kind, tab in (("variable", variables), ("hosted", hosted)):
+            xs, ys = diff.wcs.all_world2pix(tab["ra_deg"], tab["dec_deg"], 0)  # type: ignore[union-attr]
+            for x, y in zip(xs, ys, strict=True):
+                value = _residual_chi2(diff, float(x), float(y))
+                if value is not None:
+                    chi2[kind].append(value)
+    for kind, values in chi2.items():
+        print(
+            kind,
+            len(values),
+            f"median chi2 {np.median(values):.3f}, 95% {np.percentile(values, 95):.2f}",
+        )
+        assert len(values) >= 8, kind
+        assert float(np.median(values)) < 1.2, kind
+        assert float(np.percentile(values, 95)) < 2.0, kind

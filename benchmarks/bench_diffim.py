@@ -170,8 +170,7 @@ def _synthetic(tmp: Path, side: int) -> tuple[Path, Path, Any, np.ndarray, Any, 
     from diaflow.measure.fakes import inject_point_sources, point_stamp
     from diaflow.nightly import build_patch_template
     from diaflow.sim import occupied_sky, preset, simulate_survey
-    from diaflow.sim.psf import true_pixel_psf
-    from diaflow.sim.render import mosaic
+    from diaflow.sim.psf import true_visit_psf
 
     cfg = preset(
         "default",
@@ -234,20 +233,7 @@ def _synthetic(tmp: Path, side: int) -> tuple[Path, Path, Any, np.ndarray, Any, 
         err.append(1.0 / math.sqrt(float(np.sum(stamp**2 / v))))
     snr = rng.uniform(3.0, 15.0, len(xy))
     counts = snr * np.array(err)
-    geom = mosaic(cfg.camera, np.random.default_rng(0))[0]
-    from diaflow.sim.psf import VisitPsf
-    from diaflow.sim.render import field_radius_px
-
-    vpsf = VisitPsf(
-        float(row["seeing_fwhm_arcsec"]),
-        cfg.render.psf_beta,
-        cfg.render.psf_fwhm_radial_variation,
-        field_radius_px(cfg.camera),
-        float(row["psf_g1"]),
-        float(row["psf_g2"]),
-        float(row["psf_g_astig"]),
-    )
-    psf = true_pixel_psf(vpsf, geom.boresight_pixel, geom.shape, cfg.camera.pixel_scale_arcsec)
+    psf = true_visit_psf(row, cfg)
     science = calibrate(inject_point_sources(raw, psf, xy, counts, rng=rng), refcat).exposure
     fakes = pd.DataFrame(
         {

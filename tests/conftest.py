@@ -145,27 +145,12 @@ def pipeline_template(pipeline_survey: SimulatedSurvey):  # type: ignore[no-unty
 def visit_psf(survey: SimulatedSurvey, row: pd.Series):  # type: ignore[no-untyped-def]
     """The true PSF model (VisitPsf) of a visit, from its row of ``visits.parquet``."""
     from diaflow.sim.psf import VisitPsf
-    from diaflow.sim.render import field_radius_px
 
-    cfg = survey.config
-    return VisitPsf(
-        float(row["seeing_fwhm_arcsec"]),
-        cfg.render.psf_beta,
-        cfg.render.psf_fwhm_radial_variation,
-        field_radius_px(cfg.camera),
-        float(row["psf_g1"]),
-        float(row["psf_g2"]),
-        float(row["psf_g_astig"]),
-    )
+    return VisitPsf.from_row(row, survey.config)
 
 
 def truth_psf(survey: SimulatedSurvey, row: pd.Series):  # type: ignore[no-untyped-def]
     """The true PSF of a visit-detector row as a PixelPsf."""
-    from diaflow.sim.psf import true_pixel_psf
-    from diaflow.sim.render import mosaic
+    from diaflow.sim.psf import true_visit_psf
 
-    cfg = survey.config
-    geom = mosaic(cfg.camera, np.random.default_rng(0))[int(row["detector"])]
-    return true_pixel_psf(
-        visit_psf(survey, row), geom.boresight_pixel, geom.shape, cfg.camera.pixel_scale_arcsec
-    )
+    return true_visit_psf(row, survey.config)

@@ -437,8 +437,9 @@ def coadd_matched(
         images, variances, valid, target_stamp, matched.fwhm_px, config=config.reject
     )
     psf: PsfModel = matched.psf
-    if not config.psf_matched and matched.warped is not None:
-        exps = matched.warped
+    direct = not config.psf_matched and matched.warped is not None
+    if direct:
+        exps = matched.warped  # type: ignore[assignment]
         images = np.stack([e.image * np.float32(s) for e, s in zip(exps, scales, strict=True)])
         variances = np.stack(
             [e.variance * np.float32(s * s) for e, s in zip(exps, scales, strict=True)]
@@ -455,7 +456,7 @@ def coadd_matched(
             for v, ok in zip(variances, valid, strict=True)
         ]
     )
-    if exps is matched.warped:
+    if direct:
         psf = _mean_psf(exps, weights, valid, config.warp)
     w = weights[:, None, None].astype(np.float32)
     wsum = (used * w).sum(axis=0)

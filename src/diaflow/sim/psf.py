@@ -7,14 +7,15 @@ edge of the field of view), and the ellipticity follows an astigmatism-like patt
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import galsim
 import numpy as np
 
-from .config import RenderConfig
+from .config import RenderConfig, SurveyConfig
 
-__all__ = ["VisitPsf"]
+__all__ = ["VisitPsf", "true_pixel_psf", "true_visit_psf"]
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,21 @@ class VisitPsf:
             g1_const=float(rng.normal(0, cfg.psf_ellipticity_rms / 2)),
             g2_const=float(rng.normal(0, cfg.psf_ellipticity_rms / 2)),
             g_astig=float(rng.normal(0, cfg.psf_ellipticity_rms / 2)),
+        )
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, object], cfg: SurveyConfig) -> VisitPsf:
+        """The PSF a visit was rendered with, from its row of ``visits.parquet``."""
+        from .render import field_radius_px
+
+        return cls(
+            fwhm_arcsec=float(row["seeing_fwhm_arcsec"]),  # type: ignore[arg-type]
+            beta=cfg.render.psf_beta,
+            radial_variation=cfg.render.psf_fwhm_radial_variation,
+            field_radius_px=field_radius_px(cfg.camera),
+            g1_const=float(row["psf_g1"]),  # type: ignore[arg-type]
+            g2_const=float(row["psf_g2"]),  # type: ignore[arg-type]
+            g_astig=float(row["psf_g_astig"]),  # type: ignore[arg-type]
         )
 
     def params(self, fx: np.ndarray, fy: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -85,3 +101,14 @@ def true_pixel_psf(
         )
 
     return PixelPsf.from_function(stamp, shape, order=order)
+
+
+def true_visit_psf(row: Mapping[str, object], cfg: SurveyConfig):  # type: ignore[no-untyped-def]
+    """The true PSF of a visit-detector row of ``visits.parquet`` as a PixelPsf (for tests and
+    benchmarks that inject sources the way the simulator drew its stars)."""
+    from .render import mosaic
+
+    geom = mosaic(cfg.camera, np.random.default_rng(0))[int(row["detector"])]  # type: ignore[call-overload]
+    return true_pixel_psf(
+        VisitPsf.from_row(row, cfg), geom.boresight_pixel, geom.shape, cfg.camera.pixel_scale_arcsec
+    )

@@ -9,7 +9,12 @@ The tree::
         ├── CorruptFileError(BadInputError)         a file that cannot be read or is truncated
         ├── CalibrationError(BadInputError)         a visit that cannot be calibrated
         ├── TemplateError(BadInputError)            no usable template (too few inputs, no overlap)
-        └── SubtractionError(BadInputError)         PSF matching or subtraction failed
+        ├── SubtractionError(BadInputError)         PSF matching or subtraction failed
+        └── DuplicateVisitError(BadInputError)      a visit that is already stored
+    DatabaseError(DiaflowError)                     the Level 1 database refused or went away
+    ├── DatabaseUnavailableError(DatabaseError)     could not connect or lost the connection:
+    │                                               retry later, nothing was written
+    └── ArchiveConflictError(DatabaseError)         an alert id already archived with other bytes
 
 Each error subclasses the matching built-in, so ``except ValueError`` still catches it. Messages
 name the object, the rule, the value received and a hint.
@@ -20,8 +25,12 @@ from __future__ import annotations
 __all__ = [
     "BadInputError",
     "CalibrationError",
+    "ArchiveConflictError",
     "ConfigError",
     "CorruptFileError",
+    "DatabaseError",
+    "DatabaseUnavailableError",
+    "DuplicateVisitError",
     "DiaflowError",
     "SubtractionError",
     "TemplateError",
@@ -70,3 +79,21 @@ class TemplateError(BadInputError):
 
 class SubtractionError(BadInputError):
     """PSF matching or image subtraction failed (too few kernel candidates, singular fit)."""
+
+
+class DuplicateVisitError(BadInputError):
+    """A visit-detector that is already stored in this generation (or twice in one night's input)."""
+
+
+class DatabaseError(DiaflowError):
+    """The Level 1 database or the alert archive refused an operation or went away."""
+
+
+class DatabaseUnavailableError(DatabaseError):
+    """The database could not be reached or the connection dropped; nothing was written, so the
+    operation can be retried."""
+
+
+class ArchiveConflictError(DatabaseError):
+    """An alert whose id is archived already with different bytes: the archive is never
+    overwritten."""

@@ -3,7 +3,7 @@
 Layout, most significant first (bit 63 stays 0, so every id is a positive int64)::
 
     generation  5 bits   0..31     the Level 1 database generation that made the row
-    visit      36 bits   0..2**36  the visit whose processing made the row
+    visit      36 bits             the visit whose processing made the row, compacted (below)
     detector    8 bits   0..255
     index      14 bits   0..16383  the row's number within that visit-detector
 
@@ -11,6 +11,10 @@ DiaSource ids use this layout directly; a DiaObject takes the id of its first Di
 does); DiaForcedSource ids use the visit-detector whose processing measured them (precovery rows
 included), numbered after that visit's DiaSources. Ids are therefore unique across nights and
 generations without any central counter, and decoding one needs no database.
+
+Visit ids below 2**35 are stored as they are. Rubin-style ids ``dayobs * 100000 + seq`` (dayobs
+a YYYYMMDD date) are compacted to ``2**35 | days_since_1970 << 19 | seq`` and expanded back on
+decoding, so both kinds round-trip exactly.
 """
 
 from __future__ import annotations
@@ -22,13 +26,16 @@ from numpy.typing import ArrayLike, NDArray
 
 from ..errors import BadInputError
 
-__all__ = ["IdParts", "make_ids", "pack_id", "unpack_id"]
+__all__ = ["IdParts", "compact_visit", "expand_visit", "make_ids", "pack_id", "unpack_id"]
 
 GENERATION_BITS, VISIT_BITS, DETECTOR_BITS, INDEX_BITS = 5, 36, 8, 14
 _INDEX_SHIFT = 0
 _DETECTOR_SHIFT = INDEX_BITS
 _VISIT_SHIFT = _DETECTOR_SHIFT + DETECTOR_BITS
 _GENERATION_SHIFT = _VISIT_SHIFT + VISIT_BITS
+_RUBIN_FLAG = 2**35
+_SEQ_BITS = 19
+_EPOCH = np.datetime64("1970-01-01", "D")
 MAX_GENERATION = 2**GENERATION_BITS - 1
 MAX_VISIT = 2**VISIT_BITS - 1
 MAX_DETECTOR = 2**DETECTOR_BITS - 1
@@ -45,14 +52,40 @@ class IdParts:
     index: int
 
 
-def _check(generation: int, visit: int, detector: int, first: int, n: int) -> None:
-    if not 0 <= generation <= MAX_GENERATION:
-        raise BadInputError("ids_overflow", f"generation {generation} is outside 0..{MAX_GENERATION}")
-    if not 0 <= visit <= MAX_VISIT:
+def compact_visit(visit: int) -> int:
+    """The 36-bit form of a visit id (see the module docstring)."""
+    if 0 <= visit < _RUBIN_FLAG:
+        return visit
+    dayobs, seq = divmod(visit, 100_000)
+    try:
+        day = np.datetime64(f"{dayobs // 10000:04d}-{dayobs // 100 % 100:02d}-{dayobs % 100:02d}")
+        days = int((day - _EPOCH).astype(int))
+    except ValueError:
+        days = -1
+    if not 0 <= days < 2**16 or dayobs < 19700101:
         raise BadInputError(
             "ids_overflow",
-            f"visit {visit} does not fit 36 bits; give visits compact ids (for Rubin-style "
-            "dayobs*100000+seq ids, number the days from the survey start)",
+            f"visit {visit} is neither below 2**35 nor a Rubin-style dayobs*100000+seq id",
+        )
+    return _RUBIN_FLAG | days << _SEQ_BITS | seq
+
+
+def expand_visit(compact: ArrayLike) -> NDArray[np.int64]:
+    """Inverse of :func:`compact_visit`, element-wise."""
+    c = np.asarray(compact, dtype=np.int64)
+    rubin = c >= _RUBIN_FLAG
+    day = _EPOCH + ((c >> _SEQ_BITS) & 0xFFFF).astype("timedelta64[D]")
+    year = day.astype("datetime64[Y]").astype(np.int64) + 1970
+    month = day.astype("datetime64[M]").astype(np.int64) % 12 + 1
+    dom = (day - day.astype("datetime64[M]")).astype(np.int64) + 1
+    dayobs = year * 10000 + month * 100 + dom
+    return np.where(rubin, dayobs * 100_000 + (c & (2**_SEQ_BITS - 1)), c)
+
+
+def _check(generation: int, visit: int, detector: int, first: int, n: int) -> None:
+    if not 0 <= generation <= MAX_GENERATION:
+        raise BadInputError(
+            "ids_overflow", f"generation {generation} is outside 0..{MAX_GENERATION}"
         )
     if not 0 <= detector <= MAX_DETECTOR:
         raise BadInputError("ids_overflow", f"detector {detector} is outside 0..{MAX_DETECTOR}")
@@ -69,7 +102,7 @@ def pack_id(generation: int, visit: int, detector: int, index: int) -> int:
     _check(generation, visit, detector, index, 1)
     return (
         (generation << _GENERATION_SHIFT)
-        | (visit << _VISIT_SHIFT)
+        | (compact_visit(visit) << _VISIT_SHIFT)
         | (detector << _DETECTOR_SHIFT)
         | (index << _INDEX_SHIFT)
     )
@@ -91,7 +124,7 @@ def unpack_id(ids: ArrayLike) -> IdParts:
     a = np.asarray(ids, dtype=np.int64)
     parts = (
         (a >> _GENERATION_SHIFT) & MAX_GENERATION,
-        (a >> _VISIT_SHIFT) & MAX_VISIT,
+        expand_visit((a >> _VISIT_SHIFT) & MAX_VISIT),
         (a >> _DETECTOR_SHIFT) & MAX_DETECTOR,
         a & MAX_INDEX,
     )

@@ -15,13 +15,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from .calib import CalibConfig, CalibrationResult, calibrate
-from .coadd import SkyPatch, Template, TemplateConfig, build_template, warp_exposure
-from .diffim import SubtractConfig, Subtraction, subtract
-from .errors import BadInputError
-from .image import Exposure
-from .measure import DiaSourceConfig, detect_and_measure
-from .timing import Stopwatch
+from ..calib import CalibConfig, CalibrationResult, calibrate
+from ..coadd import SkyPatch, Template, TemplateConfig, build_template, warp_exposure
+from ..diffim import SubtractConfig, Subtraction, subtract
+from ..errors import BadInputError
+from ..image import Exposure
+from ..measure import DiaSourceConfig, detect_and_measure
+from ..timing import Stopwatch
 
 __all__ = ["VisitConfig", "VisitResult", "build_patch_template", "process_visit"]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -154,3 +155,63 @@ def truth_psf(survey: SimulatedSurvey, row: pd.Series):  # type: ignore[no-untyp
     from diaflow.sim.psf import true_visit_psf
 
     return true_visit_psf(row, survey.config)
+
+
+# ---- the nightly runner's survey ------------------------------------------------------------
+TEMPLATE_NIGHTS = 4
+
+
+@dataclass(frozen=True)
+class NightSurvey:
+    """A simulated survey on disk and a repo holding its templates (copy before writing)."""
+
+    survey: Path
+    template_repo: Path
+    visits: pd.DataFrame
+    refcat: pd.DataFrame
+
+    def inputs(self, nights: list[int] | None = None) -> list[Path]:
+        v = self.visits[self.visits["night"] >= TEMPLATE_NIGHTS]
+        if nights is not None:
+            v = v[v["night"].isin(nights)]
+        return [self.survey / p for p in v["path"]]
+
+    def fresh_repo(self, root: Path):  # type: ignore[no-untyped-def]
+        """A new working area holding only the templates."""
+        from diaflow.nightly.repo import Repo
+
+        shutil.copytree(self.template_repo / "templates", root / "templates")
+        return Repo(root)
+
+    def truth(self, name: str) -> pd.DataFrame:
+        return pd.read_parquet(self.survey / "truth" / f"{name}.parquet")
+
+
+@pytest.fixture(scope="session")
+def night_survey(tmp_path_factory: pytest.TempPathFactory) -> NightSurvey:
+    """Two 512² detectors, g and r, 8 nights: templates from nights 0-3, nights 4-7 processed.
+
+    Variables, transients with hosts, asteroids, cosmic rays, satellite trails and seeing
+    changes as in every simulated survey.
+    """
+    from diaflow.nightly.repo import Repo
+    from diaflow.nightly.templates import build_templates
+
+    cfg = preset(
+        "quick",
+        **{
+            "seed": 404,
+            "cadence.n_nights": 8,
+            "cadence.weather_loss_fraction": 0.0,
+            "sky.transients_per_deg2_per_day": 600.0,
+        },
+    )
+    survey = tmp_path_factory.mktemp("night_survey")
+    simulate_survey(cfg, survey, overwrite=True)
+    visits = pd.read_parquet(survey / "visits.parquet")
+    refcat = pd.read_parquet(survey / "refcat.parquet")
+    repo_root = tmp_path_factory.mktemp("night_templates")
+    first = visits[visits["night"] < TEMPLATE_NIGHTS]
+    entries = build_templates([survey / p for p in first["path"]], Repo(repo_root), refcat=refcat)
+    assert {e.band for e in entries} == set(visits["band"])
+    return NightSurvey(survey, repo_root, visits, refcat)

@@ -1,6 +1,6 @@
 """The ``diaflow`` command: parse options, build a configuration, call one library function, report.
 
-Sub-commands: ``demo``, ``simulate``, ``bench``. Later stages add theirs.
+Sub-commands: ``demo``, ``simulate``, ``template build``, ``night run``, ``bench``.
 """
 
 from __future__ import annotations
@@ -27,6 +27,10 @@ app = typer.Typer(
     add_completion=False,
 )
 console = Console()
+template_app = typer.Typer(help="Templates for the nightly pipeline.", no_args_is_help=True)
+night_app = typer.Typer(help="Nightly prompt processing.", no_args_is_help=True)
+app.add_typer(template_app, name="template")
+app.add_typer(night_app, name="night")
 
 
 def _progress() -> Progress:
@@ -133,27 +137,17 @@ def simulate(
 @app.command()
 def demo(
     quick: Annotated[
-        bool, typer.Option(help="A smaller demo that finishes in well under 2 minutes.")
+        bool, typer.Option(help="A smaller demo: fewer nights, finishes in a few minutes.")
     ] = False,
     out: Annotated[Path, typer.Option(help="Working directory of the demo.")] = Path(
         "diaflow-demo"
     ),
 ) -> None:
-    """Run diaflow end to end on embedded defaults: today, simulate a small survey and show it."""
+    """Run diaflow end to end: simulate a few weeks, build templates, run every night."""
     from .sim import preset
 
-    cfg = (
-        preset("quick")
-        if quick
-        else preset(
-            "quick",
-            **{
-                "camera.detector_shape": (1024, 1024),
-                "cadence.n_nights": 14,
-                "cadence.bands": ("g", "r", "i"),
-            },
-        )
-    )
+    n_nights, template_nights = (10, 4) if quick else (21, 6)
+    cfg = preset("quick", **{"cadence.n_nights": n_nights})
     t0 = time.perf_counter()
     try:
         result = _simulate(cfg, out / "survey", overwrite=True)
@@ -164,7 +158,187 @@ def demo(
     from .sim.plots import plot_survey
 
     console.print(f"overview: {plot_survey(out / 'survey')}")
+    repo = out / "repo"
+    if repo.exists():
+        import shutil
+
+        shutil.rmtree(repo)
+    _build_templates(_survey_inputs(out / "survey", range(template_nights)), out / "survey", repo)
+    visits = _read_parquet(out / "survey" / "visits.parquet")
+    rows = []
+    for night in sorted(int(n) for n in visits["night"].unique() if n >= template_nights):
+        summary = _run_night(
+            _survey_inputs(out / "survey", [night]), out / "survey", repo, f"night-{night:03d}"
+        )
+        rows.append((night, summary.totals()))
+    table = Table(title="nights")
+    for col in (
+        "night",
+        "visits",
+        "DiaSources",
+        "new DiaObjects",
+        "alerts",
+        "quarantined",
+        "latency median (s)",
+        "latency p98 (s)",
+    ):
+        table.add_column(col, justify="right")
+    for night, t in rows:
+        table.add_row(
+            str(night),
+            str(t["visits processed"]),
+            str(t["DiaSources"]),
+            str(t["new DiaObjects"]),
+            str(t["alerts"]),
+            str(t["quarantined"]),
+            f"{t['latency median (s)']:.2f}",
+            f"{t['latency p98 (s)']:.2f}",
+        )
+    console.print(table)
+    console.print(f"Level 1 database and alerts in {repo}")
     console.print(f"demo finished in {time.perf_counter() - t0:.1f} s")
+
+
+def _read_parquet(path: Path) -> Any:
+    import pandas as pd
+
+    return pd.read_parquet(path)
+
+
+def _survey_inputs(survey: Path, nights: Any) -> list[Path]:
+    visits = _read_parquet(survey / "visits.parquet")
+    chosen = visits[visits["night"].isin(list(nights))]
+    return [survey / p for p in chosen["path"]]
+
+
+def _refcat(survey: Path | None, refcat: Path | None) -> Any:
+    path = refcat or (survey / "refcat.parquet" if survey else None)
+    if path is None or not path.exists():
+        _fail(FileNotFoundError("give --refcat (a Parquet reference catalog) or --survey"))
+    return _read_parquet(path)
+
+
+def _build_templates(inputs: list[Path], survey: Path | None, repo: Path) -> None:
+    from .nightly.repo import Repo
+    from .nightly.templates import build_templates
+
+    with console.status("building templates") as status:
+        entries = build_templates(
+            inputs,
+            Repo(repo),
+            refcat=_refcat(survey, None),
+            on_progress=lambda msg: status.update(f"building template {msg}"),
+        )
+    for e in entries:
+        console.print(f"template {e.name}: band {e.band}, version {e.version}")
+
+
+def _run_night(
+    inputs: list[Path],
+    survey: Path | None,
+    repo: Path,
+    label: str,
+    refcat: Path | None = None,
+    config: Any = None,
+) -> Any:
+    from .nightly.repo import Repo
+    from .nightly.runner import run_night
+
+    with _progress() as progress:
+        task = progress.add_task(label, total=len(inputs))
+        summary = run_night(
+            inputs,
+            Repo(repo),
+            refcat=_refcat(survey, refcat),
+            config=config,
+            label=label,
+            on_visit=lambda o: progress.advance(task),
+        )
+    return summary
+
+
+def _parse_nights(nights: str) -> list[int]:
+    out: list[int] = []
+    for part in nights.split(","):
+        a, _, b = part.partition("-")
+        out.extend(range(int(a), int(b or a) + 1))
+    return out
+
+
+@template_app.command("build")
+def template_build(
+    files: Annotated[list[Path] | None, typer.Argument(help="Exposure FITS files.")] = None,
+    survey: Annotated[Path | None, typer.Option(help="A simulated survey directory.")] = None,
+    nights: Annotated[str, typer.Option(help="Nights of the survey to use, e.g. 0-5.")] = "0-5",
+    repo: Annotated[Path, typer.Option(help="Working area of the nightly pipeline.")] = Path(
+        "repo"
+    ),
+) -> None:
+    """Build one template per field and band from past exposures."""
+    inputs = list(files or []) + (_survey_inputs(survey, _parse_nights(nights)) if survey else [])
+    if not inputs:
+        _fail(ValueError("no inputs: give FILES or --survey"))
+    _build_templates(inputs, survey, repo)
+
+
+@night_app.command("run")
+def night_run(
+    files: Annotated[list[Path] | None, typer.Argument(help="Exposure FITS files.")] = None,
+    survey: Annotated[Path | None, typer.Option(help="A simulated survey directory.")] = None,
+    night: Annotated[
+        str | None, typer.Option(help="Night(s) of the survey, e.g. 7 or 6-9.")
+    ] = None,
+    repo: Annotated[Path, typer.Option(help="Working area of the nightly pipeline.")] = Path(
+        "repo"
+    ),
+    refcat: Annotated[Path | None, typer.Option(help="Reference catalog (Parquet).")] = None,
+    postgres: Annotated[
+        str | None, typer.Option(help="PostgreSQL DSN: store the Level 1 database there.")
+    ] = None,
+    kafka: Annotated[
+        str | None, typer.Option(help="Kafka bootstrap servers: also send alerts there.")
+    ] = None,
+    topic: Annotated[str, typer.Option(help="Kafka topic.")] = "alerts",
+    no_avro: Annotated[bool, typer.Option(help="Do not write Avro alert files.")] = False,
+) -> None:
+    """Process a night's visits in time order: store them and issue their alerts, exactly once."""
+    from .alerts import SinkConfig
+    from .l1db import L1DbConfig
+    from .nightly.runner import NightConfig
+
+    inputs = list(files or [])
+    if survey is not None:
+        inputs += _survey_inputs(survey, _parse_nights(night or "0-100000"))
+    if not inputs:
+        _fail(ValueError("no inputs: give FILES or --survey"))
+    db = L1DbConfig(backend="postgres", dsn=postgres) if postgres else None
+    sinks = SinkConfig(
+        avro_dir=None if no_avro else repo / "alerts",
+        kafka_bootstrap=kafka,
+        kafka_topic=topic,
+    )
+    config = NightConfig(l1db=db, sinks=sinks)
+    label = f"night-{night}" if night else f"run-{time.strftime('%Y%m%dT%H%M%S')}"
+    try:
+        summary = _run_night(inputs, survey, repo, label, refcat, config)
+    except DiaflowError as exc:
+        _fail(exc)
+        return
+    table = Table(title=f"{label}: {len(inputs)} inputs")
+    table.add_column("quantity")
+    table.add_column("value", justify="right")
+    for key, value in summary.totals().items():
+        table.add_row(key, f"{value:.3g}" if isinstance(value, float) else str(value))
+    console.print(table)
+    stages = Table(title="median seconds per stage")
+    stages.add_column("stage")
+    stages.add_column("seconds", justify="right")
+    for key, value in summary.stage_medians().items():
+        stages.add_row(key, f"{value:.3f}")
+    console.print(stages)
+    for o in summary.outcomes:
+        if o.status in ("quarantined", "deferred"):
+            console.print(f"[yellow]{o.status}[/yellow] {o.path}: {o.reason}")
 
 
 def _benchmarks_dir() -> Path:

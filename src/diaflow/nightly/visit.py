@@ -58,8 +58,12 @@ def process_visit(
     refcat: pd.DataFrame,
     template: Template,
     config: VisitConfig | None = None,
+    make_ids: Callable[[int], np.ndarray] | None = None,
 ) -> VisitResult:
     """Take one post-ISR exposure to measured DiaSources.
+
+    ``make_ids(n)`` gives the DiaSource ids (the Level 1 database's, see ``l1db.ids``); by
+    default they are unique within this processing only.
 
     Raises
     ------
@@ -83,7 +87,7 @@ def process_visit(
     sub = subtract(science, warped, config=config.subtract)
     clock.lap("subtract")
     sources, _ = detect_and_measure(
-        sub.difference, science=science, template=warped, config=config.measure
+        sub.difference, science=science, template=warped, config=config.measure, make_ids=make_ids
     )
     clock.lap("measure")
     seconds = clock.done()

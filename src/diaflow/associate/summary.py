@@ -53,7 +53,6 @@ SUMMARY_SOURCE_COLUMNS = (
 ``scienceFluxErr`` are used when present)."""
 
 _NB = len(BANDS)
-_BAND_INDEX = {b: k for k, b in enumerate(BANDS)}
 _CARRIED = [
     c
     for c in DIA_OBJECT_COLUMNS
@@ -127,7 +126,7 @@ def summarize(
     if forced is not None and len(forced):
         fp = _rows_of(forced, ids, "diaForcedSourceId")
         fg = np.searchsorted(ids, fp["diaObjectId"].to_numpy(np.int64))
-        mean, err, _ = _weighted(fg, fp["band"], fp["psfFlux"], fp["psfFluxErr"], n)
+        mean, err, _ = _weighted(_codes(fg, fp["band"]), fp["psfFlux"], fp["psfFluxErr"], n)
         _put(cols, "fpFluxMean", mean)
         _put(cols, "fpFluxMeanErr", err)
 
@@ -163,7 +162,7 @@ def summarize(
 def _rows_of(table: pd.DataFrame, ids: NDArray[np.int64], key: str) -> pd.DataFrame:
     """Rows of ``table`` whose ``diaObjectId`` is in ``ids``, one per ``key`` (the last)."""
     obj = table["diaObjectId"]
-    sel = obj.notna().to_numpy()
+    sel = obj.notna().to_numpy().copy()
     sel[sel] = np.isin(obj[sel].to_numpy(np.int64), ids)
     rows = table.loc[sel]
     if key in rows:
@@ -238,22 +237,22 @@ def _position(
 
 def _codes(g: NDArray[np.int64], band: pd.Series) -> NDArray[np.int64]:
     """Object × band code per row, -1 for bands without summary columns."""
-    b = band.map(_BAND_INDEX).fillna(-1).to_numpy(np.int64)
+    b = pd.Categorical(band, categories=BANDS).codes.astype(np.int64)
     return np.where(b >= 0, g * _NB + b, -1)
 
 
 def _weighted(
-    g: NDArray[np.int64], band: pd.Series, flux: pd.Series, err: pd.Series, n: int
+    code: NDArray[np.int64], flux: pd.Series, err: pd.Series, n: int
 ) -> tuple[F8, F8, NDArray[np.bool_]]:
-    """Inverse-variance weighted mean and its error per object × band; the rows used."""
-    code = _codes(g, band)
+    """Inverse-variance weighted mean and its error per object × band code; the rows used."""
     f, e = flux.to_numpy(np.float64), err.to_numpy(np.float64)
     ok = (code >= 0) & np.isfinite(f) & np.isfinite(e) & (e > 0)
     w = 1.0 / e[ok] ** 2
     sw = np.bincount(code[ok], w, minlength=n * _NB)
     swf = np.bincount(code[ok], w * f[ok], minlength=n * _NB)
+    has = sw > 0
     with np.errstate(divide="ignore", invalid="ignore"):
-        return swf / sw, 1.0 / np.sqrt(sw), ok
+        return np.where(has, swf / sw, np.nan), np.where(has, 1.0 / np.sqrt(sw), np.nan), ok
 
 
 def _band_stats(
@@ -261,8 +260,9 @@ def _band_stats(
 ) -> None:
     """Per-band PSF-flux and science-flux summaries of the DiaSources."""
     size = n * _NB
-    mean, err, ok = _weighted(g, src["band"], src["psfFlux"], src["psfFluxErr"], n)
-    code = _codes(g, src["band"])[ok]
+    all_codes = _codes(g, src["band"])
+    mean, err, ok = _weighted(all_codes, src["psfFlux"], src["psfFluxErr"], n)
+    code = all_codes[ok]
     f = src["psfFlux"].to_numpy(np.float64)[ok]
     e = src["psfFluxErr"].to_numpy(np.float64)[ok]
     t = src["midpointMjdTai"].to_numpy(np.float64)[ok]
@@ -287,7 +287,7 @@ def _band_stats(
     _put(cols, "psfFluxMaxSlope", _group_reduce(np.fmax, cs[1:][step], slope, size, -np.inf))
     _put(cols, "psfFluxErrMean", err_mean)
     if "scienceFlux" in src and "scienceFluxErr" in src:
-        smean, serr, _ = _weighted(g, src["band"], src["scienceFlux"], src["scienceFluxErr"], n)
+        smean, serr, _ = _weighted(all_codes, src["scienceFlux"], src["scienceFluxErr"], n)
         _put(cols, "scienceFluxMean", smean)
         _put(cols, "scienceFluxMeanErr", serr)
 

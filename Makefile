@@ -40,3 +40,14 @@ bench: $(VENV)/.installed
 	touch $@
 
 peers: .venv-peers/.installed
+
+# Rubin's APDB (lsst-dax-apdb, its SQL backend with SQLAlchemy, PostgreSQL through psycopg 3), the
+# peer of `diaflow bench l1db`, in its own environment so that it never becomes a dependency.
+.PHONY: apdb
+.venv-apdb/.installed:
+	python3 -m venv .venv-apdb
+	.venv-apdb/bin/pip install -q --upgrade pip
+	.venv-apdb/bin/pip install -q lsst-dax-apdb "psycopg[binary]"
+	touch $@
+
+apdb: .venv-apdb/.installed

@@ -58,7 +58,8 @@ def from_tangent(
     p = centre + x * east + y * north
     p /= np.linalg.norm(p, axis=-1, keepdims=True)
     ra = np.rad2deg(np.arctan2(p[..., 1], p[..., 0])) % 360.0
-    dec = np.rad2deg(np.arcsin(np.clip(p[..., 2], -1.0, 1.0)))
+    # arctan2, not arcsin: arcsin loses precision near the poles.
+    dec = np.rad2deg(np.arctan2(p[..., 2], np.hypot(p[..., 0], p[..., 1])))
     return ra, dec
 
 

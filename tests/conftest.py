@@ -2,37 +2,11 @@
 
 from __future__ import annotations
 
-import shutil
-from dataclasses import dataclass
-from pathlib import Path
-
-import numpy as np
 import pandas as pd
 import pytest
 
-from diaflow.sim import SurveyConfig, preset, simulate_survey
-
-
-@dataclass(frozen=True)
-class SimulatedSurvey:
-    """A survey on disk, its configuration and its truth tables."""
-
-    out_dir: Path
-    config: SurveyConfig
-    visits: pd.DataFrame
-    static: pd.DataFrame
-
-    def table(self, name: str) -> pd.DataFrame:
-        return pd.read_parquet(self.out_dir / "truth" / f"{name}.parquet")
-
-
-def _load(out_dir: Path, cfg: SurveyConfig) -> SimulatedSurvey:
-    return SimulatedSurvey(
-        out_dir,
-        cfg,
-        pd.read_parquet(out_dir / "visits.parquet"),
-        pd.read_parquet(out_dir / "truth" / "static.parquet"),
-    )
+from diaflow.sim import preset, simulate_survey
+from simdata import TEMPLATE_NIGHTS, NightSurvey, SimulatedSurvey, load_survey
 
 
 @pytest.fixture(scope="session")
@@ -55,7 +29,7 @@ def star_survey(tmp_path_factory: pytest.TempPathFactory) -> SimulatedSurvey:
     )
     out = tmp_path_factory.mktemp("star_survey")
     simulate_survey(cfg, out, overwrite=True)
-    return _load(out, cfg)
+    return load_survey(out, cfg)
 
 
 @pytest.fixture(scope="session")
@@ -82,13 +56,7 @@ def sso_survey(tmp_path_factory: pytest.TempPathFactory) -> SimulatedSurvey:
     )
     out = tmp_path_factory.mktemp("sso_survey")
     simulate_survey(cfg, out, overwrite=True)
-    return _load(out, cfg)
-
-
-def moffat_enclosed(radius_px: float, fwhm_px: float, beta: float) -> float:
-    """Fraction of a Moffat profile's flux inside ``radius_px``."""
-    alpha = fwhm_px / (2 * np.sqrt(2 ** (1 / beta) - 1))
-    return float(1 - (1 + (radius_px / alpha) ** 2) ** (1 - beta))
+    return load_survey(out, cfg)
 
 
 @pytest.fixture(scope="session")
@@ -117,7 +85,7 @@ def pipeline_survey(tmp_path_factory: pytest.TempPathFactory) -> SimulatedSurvey
     )
     out = tmp_path_factory.mktemp("pipeline_survey")
     simulate_survey(cfg, out, overwrite=True)
-    return _load(out, cfg)
+    return load_survey(out, cfg)
 
 
 @pytest.fixture(scope="session")
@@ -143,50 +111,6 @@ def pipeline_template(pipeline_survey: SimulatedSurvey):  # type: ignore[no-unty
     return build_patch_template(exposures, refcat=refcat, patch=patch, band="r")
 
 
-def visit_psf(survey: SimulatedSurvey, row: pd.Series):  # type: ignore[no-untyped-def]
-    """The true PSF model (VisitPsf) of a visit, from its row of ``visits.parquet``."""
-    from diaflow.sim.psf import VisitPsf
-
-    return VisitPsf.from_row(row, survey.config)
-
-
-def truth_psf(survey: SimulatedSurvey, row: pd.Series):  # type: ignore[no-untyped-def]
-    """The true PSF of a visit-detector row as a PixelPsf."""
-    from diaflow.sim.psf import true_visit_psf
-
-    return true_visit_psf(row, survey.config)
-
-
-# ---- the nightly runner's survey ------------------------------------------------------------
-TEMPLATE_NIGHTS = 4
-
-
-@dataclass(frozen=True)
-class NightSurvey:
-    """A simulated survey on disk and a repo holding its templates (copy before writing)."""
-
-    survey: Path
-    template_repo: Path
-    visits: pd.DataFrame
-    refcat: pd.DataFrame
-
-    def inputs(self, nights: list[int] | None = None) -> list[Path]:
-        v = self.visits[self.visits["night"] >= TEMPLATE_NIGHTS]
-        if nights is not None:
-            v = v[v["night"].isin(nights)]
-        return [self.survey / p for p in v["path"]]
-
-    def fresh_repo(self, root: Path):  # type: ignore[no-untyped-def]
-        """A new working area holding only the templates."""
-        from diaflow.nightly.repo import Repo
-
-        shutil.copytree(self.template_repo / "templates", root / "templates")
-        return Repo(root)
-
-    def truth(self, name: str) -> pd.DataFrame:
-        return pd.read_parquet(self.survey / "truth" / f"{name}.parquet")
-
-
 @pytest.fixture(scope="session")
 def night_survey(tmp_path_factory: pytest.TempPathFactory) -> NightSurvey:
     """Two 512² detectors, g and r, 8 nights: templates from nights 0-3, nights 4-7 processed.
@@ -195,7 +119,8 @@ def night_survey(tmp_path_factory: pytest.TempPathFactory) -> NightSurvey:
     changes as in every simulated survey.
     """
     from diaflow.nightly.repo import Repo
-    from diaflow.nightly.templates import build_templates
+    from diaflow.coadd import TemplateConfig
+    from diaflow.nightly.templates import TemplatePlanConfig, build_templates
 
     cfg = preset(
         "quick",
@@ -204,6 +129,9 @@ def night_survey(tmp_path_factory: pytest.TempPathFactory) -> NightSurvey:
             "cadence.n_nights": 8,
             "cadence.weather_loss_fraction": 0.0,
             "sky.transients_per_deg2_per_day": 600.0,
+            # Enough bright stars on a 512² detector to calibrate every visit.
+            "sky.star_density_per_arcmin2": 40.0,
+            "sky.star_count_slope": 0.12,
         },
     )
     survey = tmp_path_factory.mktemp("night_survey")
@@ -212,6 +140,9 @@ def night_survey(tmp_path_factory: pytest.TempPathFactory) -> NightSurvey:
     refcat = pd.read_parquet(survey / "refcat.parquet")
     repo_root = tmp_path_factory.mktemp("night_templates")
     first = visits[visits["night"] < TEMPLATE_NIGHTS]
-    entries = build_templates([survey / p for p in first["path"]], Repo(repo_root), refcat=refcat)
+    plan = TemplatePlanConfig(template=TemplateConfig(max_visits=6))
+    entries = build_templates(
+        [survey / p for p in first["path"]], Repo(repo_root), refcat=refcat, config=plan
+    )
     assert {e.band for e in entries} == set(visits["band"])
     return NightSurvey(survey, repo_root, visits, refcat)

@@ -15,13 +15,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import SimulatedSurvey, truth_psf
 from diaflow.coadd.psfmatch import psf_shape
 from diaflow.diffim import StampConfig, SubtractConfig
 from diaflow.image import Exposure, read_exposure
 from diaflow.measure.fakes import inject_point_sources, point_stamp
 from diaflow.nightly import VisitConfig, VisitResult, process_visit
 from diaflow.sim import blank_map, occupied_sky
+from simdata import SimulatedSurvey, truth_psf
 
 # A 1024^2 detector at this density offers ~10-30 kernel stars.
 CONFIG = VisitConfig(subtract=SubtractConfig(stamps=StampConfig(min_snr=10.0, min_stamps=5)))

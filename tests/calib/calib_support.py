@@ -14,13 +14,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from conftest import SimulatedSurvey, truth_psf
 from diaflow.calib import CalibrationResult, calibrate
 from diaflow.image import Exposure, PixelPsf, read_exposure
 from diaflow.sim import true_wcs
 from diaflow.sim.lightcurves import static_fluxes_njy
 from diaflow.sim.render import sky_model
 from diaflow.sim.sky import J2016_MJD
+from simdata import SimulatedSurvey, truth_psf
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import SimulatedSurvey
 from diaflow.calib import (
     AstrometryConfig,
     BackgroundConfig,
@@ -26,6 +25,7 @@ from diaflow.image import (
     mask_bits,
     read_exposure,
 )
+from simdata import SimulatedSurvey
 
 
 def _pipeline_visit(survey: SimulatedSurvey, index: int = 5) -> tuple[Exposure, pd.DataFrame]:

@@ -9,10 +9,10 @@ import pytest
 from astropy.stats import mad_std
 from calib_support import CalibratedVisit, calibrated_visits, cosmic_ray_pixels
 
-from conftest import SimulatedSurvey
 from diaflow.calib import CalibConfig, calibrate
 from diaflow.image import mask_bits, read_exposure, write_exposure
 from diaflow.sim import true_wcs
+from simdata import SimulatedSurvey
 
 
 @pytest.fixture(scope="module")

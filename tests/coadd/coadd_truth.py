@@ -14,13 +14,13 @@ import numpy as np
 import pandas as pd
 from astropy.wcs import WCS
 
-from conftest import SimulatedSurvey, truth_psf
 from diaflow.coadd import MatchedInputs, SkyPatch, TemplateConfig, make_patch, match_inputs
 from diaflow.image import Exposure, read_exposure
 from diaflow.sim import true_wcs
 from diaflow.sim.lightcurves import mag_to_njy
 from diaflow.sim.render import sky_model
 from diaflow.sim.sky import J2016_MJD
+from simdata import SimulatedSurvey, truth_psf
 
 TEMPLATE_VISITS = 10
 """Visits in the test template: the best seeing of the survey's 20."""

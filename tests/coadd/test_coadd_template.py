@@ -13,7 +13,6 @@ from astropy.stats import mad_std
 from scipy import ndimage
 from scipy.optimize import least_squares
 
-from conftest import SimulatedSurvey
 from diaflow.coadd import (
     Template,
     TemplateConfig,
@@ -26,6 +25,7 @@ from diaflow.coadd import (
 )
 from diaflow.errors import TemplateError
 from diaflow.image import mask_bits
+from simdata import SimulatedSurvey
 
 
 @pytest.fixture(scope="module", params=[False, True], ids=["direct", "psf_matched"])

@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import SimulatedSurvey
 from diaflow.ephem import C_AU_PER_DAY, Site, mjd_tai_to_tdb_jd, site_geocentric
 from diaflow.sim.population import orbits_of
+from simdata import SimulatedSurvey
 
 
 def _unit(ra: np.ndarray, dec: np.ndarray) -> np.ndarray:

@@ -11,12 +11,12 @@ import pytest
 import sep
 from typer.testing import CliRunner
 
-from conftest import SimulatedSurvey
 from diaflow.cli import app
 from diaflow.errors import ConfigError
 from diaflow.image import mask_bits, read_exposure
 from diaflow.sim import SurveyConfig, preset, simulate_survey, true_wcs
 from diaflow.sim.sky import J2016_MJD
+from simdata import SimulatedSurvey
 
 
 def test_reference_catalog_matches_the_rendered_stars(star_survey: SimulatedSurvey) -> None:

@@ -9,12 +9,12 @@ import sep
 from astropy.stats import mad_std
 from scipy.optimize import least_squares
 
-from conftest import SimulatedSurvey, moffat_enclosed, visit_psf
 from diaflow.image import MaskPlane, mask_bits, read_exposure
 from diaflow.sim import true_wcs
 from diaflow.sim.lightcurves import static_fluxes_njy
 from diaflow.sim.render import mosaic, sky_model
 from diaflow.sim.sky import J2016_MJD
+from simdata import SimulatedSurvey, moffat_enclosed, visit_psf
 
 
 def _truth_on_exposure(survey: SimulatedSurvey, row: pd.Series) -> pd.DataFrame:

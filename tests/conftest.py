@@ -118,8 +118,8 @@ def night_survey(tmp_path_factory: pytest.TempPathFactory) -> NightSurvey:
     Variables, transients with hosts, asteroids, cosmic rays, satellite trails and seeing
     changes as in every simulated survey.
     """
-    from diaflow.nightly.repo import Repo
     from diaflow.coadd import TemplateConfig
+    from diaflow.nightly.repo import Repo
     from diaflow.nightly.templates import TemplatePlanConfig, build_templates
 
     cfg = preset(

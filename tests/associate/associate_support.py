@@ -312,3 +312,64 @@ def simulate_run(
         results=results,
         midpoints=np.array(midpoints),
     )
+
+
+def latency_workload(
+    n_objects: int, n_history: int, *, seed: int = 1
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame, float]:
+    """Inputs of one visit for timing ``associate_visit`` (not used by the tests).
+
+    ``n_objects`` DiaObjects in the region, each with ``n_history`` earlier DiaSources and as many
+    forced sources; the visit detects 80 % of them plus 10 % new sources. Returns (sources,
+    objects, history, history_forced, midpoint).
+    """
+    rng = np.random.default_rng(seed)
+    ra, dec = _cone_points(rng, n_objects)
+    objs = pd.DataFrame(
+        {
+            "diaObjectId": np.arange(1, n_objects + 1, dtype=np.int64),
+            "ra": ra,
+            "dec": dec,
+            "raErr": np.full(n_objects, 0.02 / 3600),
+            "decErr": np.full(n_objects, 0.02 / 3600),
+            "ra_dec_Cov": np.zeros(n_objects),
+            "nDiaSources": np.full(n_objects, n_history),
+            "firstDiaSourceMjdTai": np.full(n_objects, 60000.0),
+            "lastDiaSourceMjdTai": np.full(n_objects, 60000.0 + n_history),
+        }
+    )
+    rep = np.repeat(np.arange(n_objects), n_history)
+    n_h = len(rep)
+    hcols = new_columns(DIA_SOURCE_COLUMNS, n_h)
+    hcols |= _scatter(rng, ra[rep], dec[rep], np.full(n_h, 20.0))
+    hcols["diaSourceId"] = np.arange(n_h) + 10**9
+    hcols["band"] = np.array(BANDS, object)[rng.integers(0, 6, n_h)]
+    hcols["midpointMjdTai"] = 60000.0 + np.tile(np.arange(n_history), n_objects)
+    hcols["psfFlux"] = rng.normal(1000, 100, n_h)
+    hcols["psfFluxErr"] = np.full(n_h, 50.0)
+    hist = to_frame(hcols, DIA_SOURCE_COLUMNS).assign(
+        diaObjectId=objs["diaObjectId"].to_numpy()[rep]
+    )
+    forced = pd.DataFrame(
+        {
+            "diaForcedSourceId": np.arange(n_h) + 2 * 10**9,
+            "diaObjectId": hist["diaObjectId"].to_numpy(),
+            "band": hist["band"].to_numpy(),
+            "psfFlux": rng.normal(0, 100, n_h),
+            "psfFluxErr": np.full(n_h, 100.0),
+        }
+    )
+    seen = rng.random(n_objects) < 0.8
+    n_new = n_objects // 10
+    nra, ndec = _cone_points(rng, n_new)
+    sra, sdec = np.r_[ra[seen], nra], np.r_[dec[seen], ndec]
+    n = len(sra)
+    cols = new_columns(DIA_SOURCE_COLUMNS, n)
+    cols |= _scatter(rng, sra, sdec, rng.uniform(5, 100, n))
+    cols["diaSourceId"] = make_ids(0, 1, 0, n)
+    cols["band"][:] = "r"
+    t = 60000.0 + n_history + 1
+    cols["midpointMjdTai"][:] = t
+    cols |= {"snr": np.full(n, 10.0), "reliability": np.full(n, 0.9)}
+    cols |= {"psfFlux": rng.normal(1000, 100, n), "psfFluxErr": np.full(n, 50.0)}
+    return to_frame(cols, DIA_SOURCE_COLUMNS), objs, hist, forced, t

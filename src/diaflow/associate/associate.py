@@ -78,7 +78,14 @@ def passes_quality_cuts(
     _require(dia_sources, (*_QUALITY_COLUMNS, *cfg.reject_flags), "DiaSources")
     ok = np.abs(dia_sources["snr"].to_numpy(np.float64)) >= cfg.min_snr
     if cfg.min_reliability is not None:
-        ok &= dia_sources["reliability"].to_numpy(np.float64) >= cfg.min_reliability
+        rel = dia_sources["reliability"].to_numpy(np.float64)
+        if len(rel) and np.isnan(rel).all():
+            logger.warning(
+                "association: reliability is NaN for all %d DiaSource(s), so none can start a "
+                "DiaObject (set AssociationConfig.min_reliability=None when no score is computed)",
+                len(rel),
+            )
+        ok &= rel >= cfg.min_reliability
     for flag in cfg.reject_flags:
         ok &= ~dia_sources[flag].fillna(False).to_numpy(bool)
     ra, dec = dia_sources["ra"].to_numpy(np.float64), dia_sources["dec"].to_numpy(np.float64)

@@ -6,11 +6,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import SimulatedSurvey
 from diaflow.diffim import StampConfig, SubtractConfig
 from diaflow.image import read_exposure
 from diaflow.measure import DIA_SOURCE_COLUMNS
 from diaflow.nightly import VisitConfig, process_visit
+from simdata import SimulatedSurvey
 
 
 def _fresh(s: SimulatedSurvey, first: pd.DataFrame, visit: int) -> pd.DataFrame:

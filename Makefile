@@ -41,13 +41,13 @@ bench: $(VENV)/.installed
 
 peers: .venv-peers/.installed
 
-# Rubin's APDB (lsst-dax-apdb, its SQL backend with SQLAlchemy, PostgreSQL through psycopg 3), the
-# peer of `diaflow bench l1db`, in its own environment so that it never becomes a dependency.
+# Rubin's APDB (lsst-dax-apdb: its SQL backend; psycopg2 is its "postgres" extra), the peer of
+# `diaflow bench l1db`, in its own environment so that it never becomes a dependency of diaflow.
 .PHONY: apdb
 .venv-apdb/.installed:
 	python3 -m venv .venv-apdb
 	.venv-apdb/bin/pip install -q --upgrade pip
-	.venv-apdb/bin/pip install -q lsst-dax-apdb "psycopg[binary]"
+	.venv-apdb/bin/pip install -q lsst-dax-apdb psycopg2-binary
 	touch $@
 
 apdb: .venv-apdb/.installed

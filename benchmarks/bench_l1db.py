@@ -2,31 +2,35 @@
 
 One deterministic workload is run through each database from empty:
 
-* **survey**: visits (one detector each, a cone of radius 0.15 deg) centred uniformly on a
-  2 x 2 deg field at Dec -30, one visit a day, bands drawn at random, so every place is revisited
-  about 6 times a year and its 12-month history fills up within the run;
+* **survey**: one-detector visits (a cone of radius 0.15 deg) centred uniformly on a 2 x 2 deg
+  field at Dec -30, one visit a day, bands drawn at random: every place is revisited about 6.5
+  times a year, so after ~365 visits the 12-month history of a cone stops growing;
 * **per visit** about 1000 DiaSources: ~90 % re-detect true variable sources (about 950 in each
   cone, each found with probability 0.9), the rest are spurious one-off detections that start new
   DiaObjects; every touched DiaObject gets a new version with recomputed per-band summaries;
   forced photometry of every DiaObject in the cone detected in the last 365.25 days (at most
   2000 per visit);
-* **columns**: the APDB columns diaflow's measurement stage produces (``measure.schema``), plus
-  ``diaObjectId``; DiaObject summary columns as in the APDB; every value filled.
+* **columns**: the DiaSource and DiaForcedSource columns diaflow's measurement stage fills
+  (``measure.schema``) plus ``diaObjectId``, and the DiaObject summaries of the issue
+  (``OBJECT_COLUMNS``), all with APDB names and types and every value filled; columns of the
+  APDB tables outside these stay NULL on both sides.
 
-Each database runs in a fresh process and reads the workload from the same generator (seeded:
-both sides see identical rows, checked by a digest). Before each probe visit the process reads
-the visit's cone (latest DiaObjects, DiaSources of the last 12 months, DiaForcedSources of those
-objects or of the cone), then stores the visit. Probes are the ``PROBES`` visits after each
-checkpoint (database holding 10, 100, 300, 1000 ... visits); figures are their medians.
+Each database runs in a fresh process and takes its rows from the same generator (seeded: both
+sides get identical rows, checked by a digest). Before each *probe* visit the process reads the
+visit's cone (latest DiaObjects, DiaSources of the last 12 months, DiaForcedSources of the last
+12 months), then stores the visit; both sides return the same rows (counted). The probes of a
+checkpoint are the ``PROBES`` visits stored after the database holds that many visits (10, 100,
+300, 1000 by default); figures are their medians. Other visits are only stored.
 
 ``ApdbSql`` (``lsst-dax-apdb``, its SQL backend) runs in ``.venv-apdb`` (``make apdb``) through
 ``benchmarks/peer_apdb.py``; diaflow through ``diaflow.l1db.open_l1db``. Both use SQLite files in
 a temporary folder and PostgreSQL at ``DIAFLOW_BENCH_PG`` (default
-``postgresql://postgres@127.0.0.1:5432/test``), each in a schema of its own dropped at the end.
+``postgresql://postgres@127.0.0.1:5432/test``), each under schema names of its own, dropped at
+the end.
 
 Run it as ``diaflow bench l1db [--quick] [--json]`` or ``python benchmarks/bench_l1db.py
-[--quick] [--backends sqlite,postgresql] [--visits N]``. ``--quick``: checkpoints 10, 30 and 100
-on SQLite and PostgreSQL, a few minutes.
+[--quick] [--backends sqlite,postgresql] [--sides diaflow,ApdbSql] [--checkpoints 10,100]``.
+``--quick``: checkpoints 10, 30 and 60 on both backends, about 4 minutes.
 
 This module imports only numpy and pandas at the top: ``peer_apdb.py`` reuses its workload and
 driver inside ``.venv-apdb``, where diaflow is not installed.
@@ -41,6 +45,7 @@ import hashlib
 import json
 import math
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -631,20 +636,26 @@ class DiaflowSide:
 
 
 def _diaflow_config(backend: dict[str, Any]) -> Any:
-    from diaflow.l1db import L1Config
+    from diaflow.l1db import L1DbConfig
 
     if backend["kind"] == "sqlite":
-        return L1Config(backend="sqlite", path=Path(backend["path"]))
-    return L1Config(backend="postgresql", dsn=backend["url"], schema=backend["namespace"])
+        return L1DbConfig(backend="sqlite", path=Path(backend["path"]))
+    return L1DbConfig(backend="postgres", dsn=backend["url"], pg_prefix=backend["namespace"])
 
 
 def _drop_diaflow(backend: dict[str, Any]) -> None:
+    """Drop every PostgreSQL schema the run made (all start with its prefix)."""
     if backend["kind"] != "postgresql":
         return
     import psycopg
 
     with psycopg.connect(backend["url"], autocommit=True) as conn:
-        conn.execute(f'DROP SCHEMA IF EXISTS "{backend["namespace"]}" CASCADE')
+        rows = conn.execute(
+            "SELECT nspname FROM pg_namespace WHERE starts_with(nspname, %s)",
+            (backend["namespace"],),
+        ).fetchall()
+        for (schema,) in rows:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 
 def child(spec_path: Path) -> None:
@@ -700,6 +711,10 @@ def _pg_available(url: str) -> str | None:
     return None
 
 
+def _rows(cp: dict[str, Any]) -> float:
+    return cp["rows_objects"] + cp["rows_sources"] + cp["rows_forced"]
+
+
 def _summary(backend: str, results: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """Flat figures of one backend: per checkpoint times, rows, ratios; growth; totals."""
     out: dict[str, Any] = {}
@@ -723,12 +738,19 @@ def _summary(backend: str, results: dict[str, dict[str, Any]]) -> dict[str, Any]
             out[f"{at}.rows"] = (
                 f"{cp['rows_objects']:.0f}/{cp['rows_sources']:.0f}/{cp['rows_forced']:.0f}"
             )
-            rows = cp["rows_objects"] + cp["rows_sources"] + cp["rows_forced"]
+            rows = _rows(cp)
             out[f"{at}.read_us_per_row"] = 1e6 * cp["read_s"] / rows if rows else float("nan")
         if len(cps) > 1:
             first, last = cps[0], cps[-1]
             out[f"{key}.read_growth"] = last["read_s"] / first["read_s"]
             out[f"{key}.store_growth"] = last["store_s"] / first["store_s"]
+            # Reads return more rows as the survey fills the sky; per row, growth is the index's.
+            full = [cp for cp in cps if _rows(cp)]
+            if len(full) > 1:
+                per_row = [cp["read_s"] / _rows(cp) for cp in (full[0], full[-1])]
+                out[f"{key}.read_per_row_growth@{full[0]['visits']}-{full[-1]['visits']}"] = (
+                    per_row[1] / per_row[0]
+                )
     ours, peer = results.get("diaflow", {}), results.get("ApdbSql", {})
     if "checkpoints" in ours and "checkpoints" in peer:
         out[f"{backend}.same_workload"] = ours["digest"] == peer["digest"]
@@ -753,7 +775,7 @@ def run(
 ) -> dict[str, object]:
     """Run every side on every backend; return the flat figures (see the module docstring)."""
     if checkpoints is None:
-        checkpoints = (10, 30, 100) if quick else (10, 100, 300, 1000)
+        checkpoints = (10, 30, 60) if quick else (10, 100, 300, 1000)
     checkpoints = sorted(checkpoints)
     workload = Workload(n_visits=checkpoints[-1] + PROBES)
     cols = columns()
@@ -777,16 +799,16 @@ def run(
             for side in sides:
                 opts: dict[str, Any] = {"kind": backend, "dia_object_index": dia_object_index}
                 if backend == "sqlite":
-                    opts["path"] = str(tmp / f"{side}.sqlite3")
+                    opts["path"] = str(tmp / side)
                 else:
-                    scheme = "postgresql+psycopg" if side == "ApdbSql" else "postgresql"
-                    opts["url"] = PG_URL.replace("postgresql", scheme, 1)
-                    opts["namespace"] = f"bench_{side.lower()}_{tag}"
+                    # ApdbSql through psycopg2, its documented driver ("postgres" extra).
+                    driver = "postgresql+psycopg2" if side == "ApdbSql" else "postgresql"
+                    opts["url"] = PG_URL.replace("postgresql", driver, 1)
+                    opts["namespace"] = f"bench_{side.lower()}_{tag}_"
                 spec = tmp / f"{backend}_{side}.json"
                 write_spec(spec, workload, checkpoints, cols, opts)
                 results[side] = _run_side(side, spec)
-                for f in tmp.glob(f"{side}.sqlite3*"):
-                    f.unlink()
+                shutil.rmtree(tmp / side, ignore_errors=True)
             figures.update(_summary(backend, results))
     figures.update(environment())
     return figures

@@ -3,7 +3,7 @@
     .venv-apdb/bin/python benchmarks/peer_apdb.py SPEC.json
 
 The spec (written by ``bench_l1db.py``) gives the workload, the checkpoints, the columns and the
-backend: ``{"kind": "sqlite", "path": ...}`` or ``{"kind": "postgresql", "url": ...,
+backend: ``{"kind": "sqlite", "path": <folder>}`` or ``{"kind": "postgresql", "url": ...,
 "namespace": ...}``, plus ``dia_object_index`` (ApdbSql's DiaObject layout). The database is made
 with ``ApdbSql.init_database``; each probe visit reads its cone the way Rubin's association
 does (``getDiaObjects(region)``, ``getDiaSources(region, None, ...)``, then
@@ -39,7 +39,9 @@ class ApdbSide:
         self.backend = backend
         kind = backend["kind"]
         if kind == "sqlite":
-            url, namespace = f"sqlite:///{backend['path']}", None
+            folder = Path(backend["path"])
+            folder.mkdir(parents=True, exist_ok=True)
+            url, namespace = f"sqlite:///{folder / 'apdb.sqlite3'}", None
         elif kind == "postgresql":
             url, namespace = backend["url"], backend["namespace"]
         else:

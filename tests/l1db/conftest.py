@@ -3,42 +3,20 @@ schema of the server at 127.0.0.1:5432 (skipped, saying so, when it cannot be re
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import psycopg
 import pytest
+from l1db_support import BACKENDS, PG_DSN, PG_PROBLEM, drop_schemas, open_backend
 
-from diaflow.l1db import L1Database, PostgresL1Database, SqliteL1Database
-
-PG_DSN = os.environ.get(
-    "DIAFLOW_TEST_PG_DSN", "host=127.0.0.1 port=5432 user=postgres dbname=test connect_timeout=3"
-)
-
-
-def _pg_reachable() -> str | None:
-    try:
-        with psycopg.connect(PG_DSN):
-            return None
-    except psycopg.Error as exc:
-        return str(exc).strip().splitlines()[0]
-
-
-_PG_PROBLEM = _pg_reachable()
-
-
-def drop_schemas(*schemas: str) -> None:
-    with psycopg.connect(PG_DSN, autocommit=True) as conn:
-        for s in schemas:
-            conn.execute(f"DROP SCHEMA IF EXISTS {s} CASCADE")
+from diaflow.l1db import L1Database
 
 
 @pytest.fixture
 def pg_dsn() -> str:
-    if _PG_PROBLEM is not None:
-        pytest.skip(f"PostgreSQL at 127.0.0.1:5432 is unreachable ({_PG_PROBLEM})")
+    if PG_PROBLEM is not None:
+        pytest.skip(f"PostgreSQL at 127.0.0.1:5432 is unreachable ({PG_PROBLEM})")
     return PG_DSN
 
 
@@ -48,32 +26,6 @@ def pg_schema(pg_dsn: str) -> Iterator[str]:
     name = f"t_l1db_{uuid.uuid4().hex[:12]}"
     yield name
     drop_schemas(name)
-
-
-BACKENDS = [
-    pytest.param("sqlite", id="sqlite"),
-    pytest.param("postgres", id="postgres", marks=pytest.mark.postgres),
-]
-
-
-def open_backend(
-    backend: str, where: str | Path, *, readonly: bool = False, generation: int = 3
-) -> L1Database:
-    """Open the same database again (``where``: SQLite file or PostgreSQL schema)."""
-    if backend == "sqlite":
-        return SqliteL1Database(
-            where,
-            generation_name=f"G{generation}",
-            generation_number=generation,
-            readonly=readonly,
-        )
-    return PostgresL1Database(
-        PG_DSN,
-        schema=str(where),
-        generation_name=f"G{generation}",
-        generation_number=generation,
-        readonly=readonly,
-    )
 
 
 @pytest.fixture(params=BACKENDS)

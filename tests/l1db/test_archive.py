@@ -11,8 +11,8 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from l1db_support import PG_DSN, drop_schemas
 
-from conftest import PG_DSN, drop_schemas
 from diaflow.errors import ArchiveConflictError
 from diaflow.l1db import AlertArchive, ArchivedAlert, PostgresAlertArchive, SqliteAlertArchive
 

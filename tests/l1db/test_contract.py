@@ -7,7 +7,7 @@ import dataclasses
 import numpy as np
 import pandas as pd
 import pytest
-from l1db_support import synthetic_visit
+from l1db_support import open_backend, random_rows, synthetic_visit
 
 from diaflow.errors import BadInputError, DatabaseError, DuplicateVisitError
 from diaflow.l1db import L1Database, Region, VisitRecord, coerce, empty, make_ids, table_spec
@@ -214,8 +214,6 @@ def test_outbox_then_mark_alerted(db: L1Database) -> None:
 
 def test_ss_object_upsert_replaces_by_id(db: L1Database) -> None:
     rng = np.random.default_rng(9)
-    from l1db_support import random_rows
-
     first = random_rows("SSObject", 3, rng)
     first["ssObjectId"] = [1, 2, 3]
     db.upsert_ss_objects(first)
@@ -281,8 +279,6 @@ def test_reassign_attributes_sources_and_retires_orphaned_objects(db: L1Database
 def test_readonly_reader_sees_data_and_cannot_write(
     db: L1Database, backend_where: tuple[str, object]
 ) -> None:
-    from conftest import open_backend
-
     rng = np.random.default_rng(11)
     p = synthetic_visit(visit=41, mjd=MJD, ra=10.0, dec=0.0, rng=rng, generation=3)
     db.store_visit(p)

@@ -51,9 +51,10 @@ def prepare(products: VisitProducts) -> Prepared:
         bad = ~((df["ra"] >= 0) & (df["ra"] < 360) & (df["dec"] >= -90) & (df["dec"] <= 90))
         if bad.any():
             i = int(np.flatnonzero(bad.to_numpy())[0])
+            ra, dec = float(df["ra"].iloc[i]), float(df["dec"].iloc[i])
             raise BadInputError(
                 "bad_position",
-                f"{where}: {name} row {i} has ra={float(df['ra'].iloc[i])!r}, dec={float(df['dec'].iloc[i])!r}; "
+                f"{where}: {name} row {i} has ra={ra!r}, dec={dec!r}; "
                 "expected 0 <= ra < 360 and -90 <= dec <= 90 degrees",
             )
     for name, df, key in (

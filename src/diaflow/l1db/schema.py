@@ -37,7 +37,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import yaml
-from pandas.api.extensions import ExtensionDtype
 
 from ..errors import BadInputError
 from ..measure.schema import DIA_SOURCE_COLUMNS
@@ -272,21 +271,30 @@ def _null_series(col: Column, n: int) -> pd.Series:
     return pd.Series(np.full(n, None, dtype=object), dtype=object)
 
 
-def _cast(values: pd.Series, col: Column, table: str) -> pd.Series:
-    if values.dtype == col.dtype and (col.dtype != "object" or not values.isna().any()):
-        return values
+def _cast(values: pd.Series, col: Column, table: str) -> Any:
+    """One column as an array of the column's dtype (numpy, or pandas for nullable ints)."""
+    target = col.dtype
+    src = values.dtype
+    if isinstance(src, np.dtype) and src.kind in "biuf" and target[0] in "fib":
+        arr = values.to_numpy()
+        if target == "bool":
+            return arr if src.kind == "b" else np.nan_to_num(arr, nan=0.0) != 0
+        if target[0] == "i" and src.kind == "f" and not np.isfinite(arr).all():
+            raise BadInputError(
+                "bad_column",
+                f"{table}.{col.name}: NaN or inf in a non-nullable {target} column",
+            )
+        return arr if src == target else arr.astype(target)
     try:
         if col.datatype == "boolean":
-            if values.dtype != bool:
-                values = values.where(values.notna(), False)
-            return values.astype(bool)
-        if col.dtype == "object":
-            return values.astype(object).where(values.notna(), None)
-        return values.astype(col.dtype)
+            return values.where(values.notna(), False).astype(bool).to_numpy()
+        if target == "object":
+            return values.astype(object).where(values.notna(), None).to_numpy()
+        return values.astype(target).array
     except (TypeError, ValueError) as exc:
         raise BadInputError(
             "bad_column",
-            f"{table}.{col.name}: cannot be read as {col.dtype} ({exc}); "
+            f"{table}.{col.name}: cannot be read as {target} ({exc}); "
             "non-nullable integer columns cannot hold NaN",
         ) from exc
 
@@ -328,10 +336,7 @@ def coerce(df: pd.DataFrame, table: str | TableSpec, *, drop_extra: bool = False
     out: dict[str, Any] = {}
     for col in spec.columns:
         if col.name in df.columns:
-            values = _cast(df[col.name], col, spec.name)
-            out[col.name] = (
-                values.array if isinstance(values.dtype, ExtensionDtype) else values.to_numpy()
-            )
+            out[col.name] = _cast(df[col.name], col, spec.name)
         else:
             out[col.name] = _null_series(col, n).array
     _check_required(spec, out)

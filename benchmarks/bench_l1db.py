@@ -748,9 +748,8 @@ def _summary(backend: str, results: dict[str, dict[str, Any]]) -> dict[str, Any]
             full = [cp for cp in cps if _rows(cp)]
             if len(full) > 1:
                 per_row = [cp["read_s"] / _rows(cp) for cp in (full[0], full[-1])]
-                out[f"{key}.read_per_row_growth@{full[0]['visits']}-{full[-1]['visits']}"] = (
-                    per_row[1] / per_row[0]
-                )
+                out[f"{key}.read_per_row_growth"] = per_row[1] / per_row[0]
+                out[f"{key}.read_per_row_growth_from"] = full[0]["visits"]
     ours, peer = results.get("diaflow", {}), results.get("ApdbSql", {})
     if "checkpoints" in ours and "checkpoints" in peer:
         out[f"{backend}.same_workload"] = ours["digest"] == peer["digest"]
@@ -786,6 +785,7 @@ def run(
         "probes_per_checkpoint": PROBES,
         "apdb.dia_object_index": dia_object_index,
     }
+    t_start = time.perf_counter()
     tag = f"{os.getpid()}_{int(time.time())}"
     with tempfile.TemporaryDirectory(prefix="diaflow-bench-l1db-") as name:
         tmp = Path(name)
@@ -810,6 +810,7 @@ def run(
                 results[side] = _run_side(side, spec)
                 shutil.rmtree(tmp / side, ignore_errors=True)
             figures.update(_summary(backend, results))
+    figures["bench_wall_s"] = time.perf_counter() - t_start
     figures.update(environment())
     return figures
 

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from .. import __version__
-from ..alerts import AlertConfig, build_alerts, serialize_alerts
+from ..alerts import AlertConfig, archived_alerts, build_alert_payloads
 from ..associate import AssociationConfig, associate_visit, summarize
 from ..coadd import Template
 from ..image import Exposure
@@ -75,6 +75,14 @@ class PromptResult:
     products: VisitProducts
     difference: Exposure
     seconds: dict[str, float]
+
+
+def _concat(*frames: pd.DataFrame) -> pd.DataFrame:
+    """Row-wise concatenation that ignores empty frames (and so their missing dtypes)."""
+    kept = [f for f in frames if len(f)]
+    if not kept:
+        return frames[0] if frames else pd.DataFrame()
+    return kept[0] if len(kept) == 1 else pd.concat(kept, ignore_index=True)
 
 
 def _inside(exposure: Exposure, ra: np.ndarray, dec: np.ndarray, edge: float = 0.0) -> np.ndarray:
@@ -216,8 +224,8 @@ def prompt_visit(
     touched = assoc.dia_objects["diaObjectId"].to_numpy()
     dia_objects = summarize(
         touched,
-        sources=pd.concat([history, assoc.dia_sources], ignore_index=True),
-        forced=pd.concat([history_forced, this_forced], ignore_index=True),
+        sources=_concat(history, assoc.dia_sources),
+        forced=_concat(history_forced, this_forced),
         midpoint_mjd=mjd,
         previous=objects,
     )
@@ -225,31 +233,25 @@ def prompt_visit(
 
     alerts: list[ArchivedAlert] = []
     if cfg.issue_alerts:
-        records = build_alerts(
+        batch = build_alert_payloads(
             assoc.dia_sources,
-            dia_objects,
-            history_sources=history,
-            history_forced=pd.concat([history_forced, this_forced], ignore_index=True),
-            ss_sources=assoc.ss_sources,
+            dia_objects=dia_objects,
+            prv_dia_sources=history,
+            prv_dia_forced_sources=_concat(history_forced, this_forced),
             science=science,
             template=result.template,
             difference=difference,
+            ss_sources=assoc.ss_sources,
             config=cfg.alerts,
         )
-        payloads, schema_id = serialize_alerts(records, cfg.alerts)
-        alerts = [
-            ArchivedAlert(
-                diaSourceId=int(rec["diaSourceId"]),
-                visit=info.visit,
-                detector=info.detector,
-                payload=payload,
-                schema_id=schema_id,
-                software_version=__version__,
-                generation=db.generation_name,
-                issuedMjdTai=now,
-            )
-            for rec, payload in zip(records, payloads, strict=True)
-        ]
+        alerts = archived_alerts(
+            batch,
+            visit=info.visit,
+            detector=info.detector,
+            software_version=__version__,
+            generation=db.generation_name,
+            issued_mjd_tai=now,
+        )
     clock.lap("alerts")
 
     record = VisitRecord(

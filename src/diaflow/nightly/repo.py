@@ -16,6 +16,7 @@ file or the new one.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import tempfile
@@ -28,7 +29,7 @@ from astropy.wcs import WCS
 
 from ..coadd import Template, read_template, write_template
 from ..errors import TemplateError
-from ..image import Exposure, read_exposure, write_exposure
+from ..image import Exposure, PixelPsf, read_exposure, write_exposure
 
 __all__ = ["Repo", "TemplateEntry", "atomic_write_bytes", "footprint"]
 
@@ -164,7 +165,13 @@ class Repo:
         return self.images_dir / f"{visit}_{detector:03d}.diff.fits"
 
     def keep_difference(self, exposure: Exposure) -> None:
-        """Keep a difference image for precovery (overwrites the same visit's file)."""
+        """Keep a difference image for precovery (overwrites the same visit's file).
+
+        Its PSF is stored as a pixel PSF fitted on a 5 x 5 grid, the form FITS files carry.
+        """
+        if exposure.psf is not None and not isinstance(exposure.psf, PixelPsf):
+            psf = PixelPsf.from_function(exposure.psf.kernel, exposure.shape)
+            exposure = dataclasses.replace(exposure, psf=psf)
         path = self.difference_path(exposure.info.visit, exposure.info.detector)
         path.parent.mkdir(parents=True, exist_ok=True)
         write_exposure(exposure, path, overwrite=True)

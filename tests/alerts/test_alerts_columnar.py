@@ -8,6 +8,7 @@ import pytest
 from diaflow.alerts import load_schema
 from diaflow.alerts.columnar import (
     MAX_LAYOUTS,
+    Column,
     FieldSpec,
     column_lists,
     encode_records,
@@ -159,3 +160,14 @@ def test_empty_frame_encodes_to_nothing() -> None:
     enc = encode_records(to_columns(pd.DataFrame(), fields, record="r"), fields)
     assert enc.buffer.size == 0
     assert enc.offsets.tolist() == [0]
+
+
+def test_equal_length_varints_with_a_null_mask() -> None:
+    fields = (FieldSpec("id", "long", True), FieldSpec("n", "int", False))
+    values = np.array([2**62 + 5, 2**62 + 9, 2**61], dtype=np.int64)
+    for null in (np.zeros(3, bool), np.array([False, True, False])):
+        cols = [Column(values, null), Column(np.array([300, 301, 302]), None)]
+        enc = encode_records(cols, fields)
+        for i in range(3):
+            expected = (b"\x00" if null[i] else b"\x02" + varint(int(values[i]))) + varint(300 + i)
+            assert enc.row(i) == expected

@@ -396,7 +396,7 @@ def _varint_plan(col: Column, spec: FieldSpec) -> _Plan:
 
     if k_lo == k_hi and col.null is None:
         return _Plan(None, [piece(k_hi)])
-    length = np.ones(z.size, dtype=np.uint8)
+    length = np.full(z.size, k_lo, dtype=np.uint8)
     for j in range(k_lo, k_hi):
         length += z >= _VARINT_LIMITS[j - 1]
     if col.null is not None:

@@ -5,7 +5,7 @@ One deterministic workload is run through each database from empty:
 * **survey**: one-detector visits (a cone of radius 0.15 deg) centred uniformly on a 2 x 2 deg
   field at Dec -30, one visit a day, bands drawn at random: every place is revisited about 6.5
   times a year, so after ~365 visits the 12-month history of a cone stops growing;
-* **per visit** about 1000 DiaSources: ~90 % re-detect true variable sources (about 950 in each
+* **per visit** about 1045 DiaSources: ~90 % re-detect true variable sources (about 1050 in each
   cone, each found with probability 0.9), the rest are spurious one-off detections that start new
   DiaObjects; every touched DiaObject gets a new version with recomputed per-band summaries;
   forced photometry of every DiaObject in the cone detected in the last 365.25 days (at most
@@ -91,7 +91,7 @@ class Workload:
     """Visit centres are uniform in a square of this half-width (on the sky) around the centre."""
     radius_deg: float = 0.15
     """Radius of a visit's cone: the detector footprint, and the region each read asks for."""
-    true_per_cone: float = 950.0
+    true_per_cone: float = 1050.0
     """Expected true variable sources in one cone (sets their density on the sky)."""
     detect_probability: float = 0.9
     """Chance that a visit detects a true source in its cone."""

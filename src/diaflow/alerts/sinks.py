@@ -268,7 +268,8 @@ class KafkaSink:
         from confluent_kafka import KafkaException
 
         try:
-            meta = self._producer_client().list_topics(self.topic, timeout=self.timeout_s)
+            # All topics: asking for one by name makes some brokers create it.
+            meta = self._producer_client().list_topics(timeout=self.timeout_s)
         except KafkaException as exc:
             raise self._unavailable("cannot read the topic's metadata", exc) from exc
         topic = meta.topics.get(self.topic)

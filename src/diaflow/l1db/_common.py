@@ -35,37 +35,35 @@ def prepare(products: VisitProducts) -> Prepared:
     src = coerce(products.dia_sources, "DiaSource")
     objs = coerce(products.dia_objects, "DiaObject")
     forced = coerce(products.dia_forced_sources, "DiaForcedSource")
-    sss = (
-        coerce(products.ss_sources, "SSSource")
-        if len(products.ss_sources.columns)
-        else empty("SSSource")
-    )
+    sss = products.ss_sources
+    if len(sss.columns):
+        sss = coerce(sss, "SSSource")
     for name, df in (("DiaSource", src), ("DiaForcedSource", forced)):
-        wrong = (df["visit"] != rec.visit) | (df["detector"] != rec.detector)
+        wrong = (df["visit"].to_numpy() != rec.visit) | (df["detector"].to_numpy() != rec.detector)
         if wrong.any():
             raise BadInputError(
                 "visit_mismatch",
                 f"{where}: {int(wrong.sum())} {name} rows belong to another visit-detector",
-            )
-    for name, df in (("DiaSource", src), ("DiaObject", objs), ("DiaForcedSource", forced)):
-        bad = ~((df["ra"] >= 0) & (df["ra"] < 360) & (df["dec"] >= -90) & (df["dec"] <= 90))
-        if bad.any():
-            i = int(np.flatnonzero(bad.to_numpy())[0])
-            ra, dec = float(df["ra"].iloc[i]), float(df["dec"].iloc[i])
-            raise BadInputError(
-                "bad_position",
-                f"{where}: {name} row {i} has ra={ra!r}, dec={dec!r}; "
-                "expected 0 <= ra < 360 and -90 <= dec <= 90 degrees",
             )
     for name, df, key in (
         ("DiaSource", src, "diaSourceId"),
         ("DiaObject", objs, "diaObjectId"),
         ("DiaForcedSource", forced, "diaForcedSourceId"),
     ):
-        if df[key].duplicated().any():
-            first = df.loc[df[key].duplicated(), key].iloc[0]
+        ra, dec = df["ra"].to_numpy(), df["dec"].to_numpy()
+        bad = ~((ra >= 0) & (ra < 360) & (dec >= -90) & (dec <= 90))
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise BadInputError(
+                "bad_position",
+                f"{where}: {name} row {i} has ra={float(ra[i])!r}, dec={float(dec[i])!r}; "
+                "expected 0 <= ra < 360 and -90 <= dec <= 90 degrees",
+            )
+        ids = df[key].to_numpy()
+        if len(np.unique(ids)) != len(ids):
+            first = pd.Series(ids)[pd.Series(ids).duplicated()].iloc[0]
             raise BadInputError("duplicate_id", f"{where}: {name} id {first} appears twice")
-    if len(objs) and not objs["validityEndMjdTai"].isna().all():
+    if len(objs) and not np.isnan(objs["validityEndMjdTai"].to_numpy()).all():
         raise BadInputError(
             "bad_dia_object",
             f"{where}: new DiaObject versions must have validityEndMjdTai NULL (NaN)",

@@ -93,6 +93,9 @@ class Session:
                 self._conn.close()
             conn = psycopg.connect(self.dsn, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S)
             conn.execute(f"SET search_path TO {self.search_path}")
+            # q3c cone searches are expanded into ipix ranges at planning time: a generic plan
+            # of a prepared statement would lose them (and partition pruning) and scan.
+            conn.execute("SET plan_cache_mode = force_custom_plan")
             if self.readonly:
                 conn.execute("SET default_transaction_read_only = on")
             self._conn = conn

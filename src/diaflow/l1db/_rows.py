@@ -11,9 +11,13 @@ import pandas as pd
 from .schema import TableSpec, frame_of
 
 
-def to_columns(df: pd.DataFrame, names: Sequence[str], *, nan_as_none: bool) -> list[list[Any]]:
+def to_columns(
+    df: pd.DataFrame, names: Sequence[str], *, nan_as_none: bool, bool_as_int: bool = False
+) -> list[list[Any]]:
     """Python values column by column (a coerced frame). NA always becomes None; NaN too when
-    ``nan_as_none`` (PostgreSQL keeps NaN as a value, SQLite turns it into NULL itself)."""
+    ``nan_as_none`` (PostgreSQL keeps NaN as a value, SQLite turns it into NULL itself).
+    ``bool_as_int`` gives 0/1 for flags: Python's sqlite3 binds exact ints several times
+    faster than bools, which go through its adapter lookup."""
     out: list[list[Any]] = []
     for name in names:
         s = df[name]
@@ -21,7 +25,9 @@ def to_columns(df: pd.DataFrame, names: Sequence[str], *, nan_as_none: bool) -> 
             out.append(s.to_numpy(dtype=object, na_value=None).tolist())
             continue
         arr = s.to_numpy()
-        if arr.dtype.kind == "f" and nan_as_none:
+        if arr.dtype == bool and bool_as_int:
+            arr = arr.view(np.uint8)
+        elif arr.dtype.kind == "f" and nan_as_none:
             bad = np.isnan(arr)
             if bad.any():
                 obj = arr.astype(object)
@@ -37,10 +43,11 @@ def to_rows(
     names: Sequence[str],
     *,
     nan_as_none: bool,
-    extra: Sequence[list[Any]] = (),
+    bool_as_int: bool = False,
 ) -> list[tuple[Any, ...]]:
-    """Rows as tuples, optionally followed by extra columns (a spatial zone, ...)."""
-    return list(zip(*to_columns(df, names, nan_as_none=nan_as_none), *extra, strict=True))
+    """Rows as tuples (see :func:`to_columns`)."""
+    cols = to_columns(df, names, nan_as_none=nan_as_none, bool_as_int=bool_as_int)
+    return list(zip(*cols, strict=True))
 
 
 def to_frame(rows: Sequence[Sequence[Any]], spec: TableSpec) -> pd.DataFrame:

@@ -43,7 +43,6 @@ PARTITION_DAYS = 30
 _PARTITIONED = ("DiaSource", "DiaForcedSource")
 _INDEXES = {
     "DiaSource": [("visit", "detector"), ("diaObjectId",), ("ssObjectId",)],
-    "DiaForcedSource": [("visit", "detector")],
     "SSSource": [("ssObjectId",)],
     "Outbox": [("visit", "detector")],
 }

@@ -69,7 +69,8 @@ _INDEXES = {
         ("visit", "detector"),
         ("diaObjectId",),
     ],
-    "DiaForcedSource": [("zone", "ra", "midpointMjdTai"), ("visit", "detector")],
+    # No (visit, detector) index: a visit-detector's rows are one range of ids (l1db.ids).
+    "DiaForcedSource": [("zone", "ra", "midpointMjdTai")],
     "SSSource": [("ssObjectId",)],
     "Outbox": [("visit", "detector")],
 }
@@ -295,7 +296,7 @@ class SqliteL1Database(L1Database):
         names = spec.names
         marks = ", ".join("?" * len(names))
         sql = f"{verb} INTO {_q(spec.name)} ({', '.join(map(_q, names))}) VALUES ({marks})"
-        cur.executemany(sql, to_rows(df, names, nan_as_none=False))
+        cur.executemany(sql, to_rows(df, names, nan_as_none=False, bool_as_int=True))
 
     # ---- visits ------------------------------------------------------------------------------
     def visit_record(self, visit: int, detector: int) -> VisitRecord | None:

@@ -113,7 +113,7 @@ def pipeline_template(pipeline_survey: SimulatedSurvey):  # type: ignore[no-unty
 
 @pytest.fixture(scope="session")
 def night_survey(tmp_path_factory: pytest.TempPathFactory) -> NightSurvey:
-    """Two 512² detectors, g and r, 8 nights: templates from nights 0-3, nights 4-7 processed.
+    """One 1024² detector, g and r, 8 nights: templates from nights 0-3, nights 4-7 processed.
 
     Variables, transients with hosts, asteroids, cosmic rays, satellite trails and seeing
     changes as in every simulated survey.
@@ -128,9 +128,11 @@ def night_survey(tmp_path_factory: pytest.TempPathFactory) -> NightSurvey:
             "seed": 404,
             "cadence.n_nights": 8,
             "cadence.weather_loss_fraction": 0.0,
+            "camera.detector_shape": (1024, 1024),
+            "camera.n_detectors": 1,
             "sky.transients_per_deg2_per_day": 600.0,
-            # Enough bright stars on a 512² detector to calibrate every visit.
-            "sky.star_density_per_arcmin2": 40.0,
+            # Enough bright stars to calibrate and PSF-match every visit.
+            "sky.star_density_per_arcmin2": 25.0,
             "sky.star_count_slope": 0.12,
         },
     )

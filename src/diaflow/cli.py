@@ -316,6 +316,7 @@ def night_run(
         avro_dir=None if no_avro else repo / "alerts",
         kafka_bootstrap=kafka,
         kafka_topic=topic,
+        kafka_state_dir=repo / "kafka-state" if kafka else None,
     )
     config = NightConfig(l1db=db, sinks=sinks)
     label = f"night-{night}" if night else f"run-{time.strftime('%Y%m%dT%H%M%S')}"

@@ -74,7 +74,7 @@ def test_killed_anywhere_and_rerun_gives_the_same_result(
     night_survey: NightSurvey, tmp_path: Path
 ) -> None:
     s = night_survey
-    inputs = s.inputs([4])
+    inputs = s.inputs([4])[:2]
     refcat = s.survey / "refcat.parquet"
 
     reference = tmp_path / "reference"
@@ -97,7 +97,7 @@ def test_killed_anywhere_and_rerun_gives_the_same_result(
             if done.returncode == 137:
                 kills += 1
     # ...and SIGKILL at random moments.
-    while kills < 24:
+    while kills < 22:
         proc = subprocess.Popen(
             _command(inputs, repo, refcat), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )

@@ -88,8 +88,9 @@ class VisitOutcome:
     n_new_dia_objects: int = 0
     n_alerts: int = 0
     seconds: dict[str, float] = field(default_factory=dict)
-    """Per stage, ``total`` (this run) and ``latency``: from the file's modification time to the
-    alerts being written."""
+    """Per stage, ``total`` (this run) and ``latency``: from the file appearing (its modification
+    time, or the start of the run for files that were there before) to the alerts being
+    written."""
 
 
 @dataclass
@@ -187,9 +188,13 @@ class _Night:
         self.archive: AlertArchive = open_archive(self.db_config)
         self.sinks: AlertSink = make_sinks(self.sink_config)
         self.crash = _Crash()
+        self.started = time.time()
+        # files older than the run count as arriving when it started
 
     def close(self) -> None:
-        for thing in (self.db, self.archive):
+        for thing in (self.db, self.archive, self.sinks):
+            if not hasattr(thing, "close"):
+                continue
             try:
                 thing.close()
             except Exception:  # closing a connection that went away must not hide the cause
@@ -297,7 +302,8 @@ class _Night:
         outcome.n_alerts = self.finish(item.visit, item.detector)
         outcome.seconds["archive+send"] = time.perf_counter() - send_start
         outcome.seconds["total"] = time.perf_counter() - t0
-        outcome.seconds["latency"] = time.time() - item.path.stat().st_mtime
+        arrived = max(item.path.stat().st_mtime, self.started)
+        outcome.seconds["latency"] = time.time() - arrived
         outcome.status = "alerted"
         outcome.n_dia_sources = rec.n_dia_sources
         outcome.n_new_dia_objects = rec.n_new_dia_objects

@@ -10,6 +10,7 @@ import pandas as pd
 
 from ..errors import BadInputError
 from .api import ArchivedAlert, Provenance, VisitProducts, VisitRecord
+from .ids import unpack_id
 from .schema import coerce, empty, table_spec
 
 VISIT = table_spec("Visit")
@@ -38,12 +39,15 @@ def prepare(products: VisitProducts) -> Prepared:
     sss = products.ss_sources
     if len(sss.columns):
         sss = coerce(sss, "SSSource")
-    for name, df in (("DiaSource", src), ("DiaForcedSource", forced)):
-        wrong = (df["visit"].to_numpy() != rec.visit) | (df["detector"].to_numpy() != rec.detector)
-        if wrong.any():
+    wrong = (src["visit"].to_numpy() != rec.visit) | (src["detector"].to_numpy() != rec.detector)
+    # Forced sources may measure earlier visits (precovery), but their ids are this visit's.
+    made_by = unpack_id(forced["diaForcedSourceId"].to_numpy())
+    wrong_forced = (made_by.visit != rec.visit) | (made_by.detector != rec.detector)
+    for name, bad in (("DiaSource", wrong), ("DiaForcedSource", wrong_forced)):
+        if bad.any():
             raise BadInputError(
                 "visit_mismatch",
-                f"{where}: {int(wrong.sum())} {name} rows belong to another visit-detector",
+                f"{where}: {int(bad.sum())} {name} rows belong to another visit-detector",
             )
     for name, df, key in (
         ("DiaSource", src, "diaSourceId"),

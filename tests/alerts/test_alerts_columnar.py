@@ -6,16 +6,8 @@ import pandas as pd
 import pytest
 
 from diaflow.alerts import load_schema
-from diaflow.alerts.columnar import (
-    MAX_LAYOUTS,
-    Column,
-    FieldSpec,
-    column_lists,
-    encode_records,
-    record_fields,
-    to_columns,
-    varint,
-)
+from diaflow.alerts.columnar import Column, FieldSpec, column_lists, record_fields, to_columns
+from diaflow.alerts.encode import MAX_LAYOUTS, encode_records, varint
 from diaflow.errors import BadInputError
 
 SCHEMA = load_schema()

@@ -28,7 +28,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from ..errors import ArchiveConflictError, BadInputError, ConfigError, DiaflowError
 from ..l1db.api import ArchivedAlert
-from .columnar import varint
+from .encode import varint
 from .schema import schema_for_id
 from .serialize import split_wire
 

@@ -4,7 +4,7 @@ An Avro record is its fields' encodings end to end, so a packet is the wire head
 for each top-level field of the alert schema in order: the ``diaSourceId`` varint; the
 ``diaSource`` record; each nullable field's union index then its value (a record, an array as one
 block ``count, items, 0``, or ``bytes`` as ``length, data``), or the null branch's index alone.
-The records come from :func:`~diaflow.alerts.columnar.encode_records`, one call per field for a
+The records come from :func:`~diaflow.alerts.encode.encode_records`, one call per field for a
 whole chunk of alerts, and each packet is one ``bytes.join`` of views into those buffers.
 """
 
@@ -19,8 +19,9 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ..errors import ConfigError
-from .columnar import Column, Encoded, FieldSpec, encode_records, record_fields, varint
+from .columnar import Column, FieldSpec, record_fields
 from .cutouts import Cutouts
+from .encode import Encoded, encode_records, varint
 from .schema import AlertSchema
 
 __all__ = ["TopField", "alert_fields", "emit_packets"]

@@ -91,7 +91,10 @@ def _first_bad(series: pd.Series, bad: NDArray[np.bool_]) -> str:
     return f"{int(bad.sum())} rows, first at row {i} = {series.iloc[i]!r}"
 
 
-def _null_or_none(spec: FieldSpec, na: NDArray[np.bool_], series: pd.Series, where: str):  # type: ignore[no-untyped-def]
+def _null_or_none(
+    spec: FieldSpec, na: NDArray[np.bool_], series: pd.Series, where: str
+) -> NDArray[np.bool_] | None:
+    """The null mask (None if no null), or an error if the field cannot be null."""
     if not na.any():
         return None
     if not spec.nullable:

@@ -115,12 +115,13 @@ def _fixed_plan(col: Column, spec: FieldSpec) -> _Plan:
     dtype = {"float": "<f4", "double": "<f8", "boolean": "u1"}[spec.kind]
     values = col.values.view(np.uint8) if spec.kind == "boolean" else col.values
     value: list[Piece] = [value_b, (np.dtype(dtype), lambda rows: values[rows])]
-    n_null = 0 if col.null is None else int(np.count_nonzero(col.null))
-    if n_null == 0:
+    null = col.null
+    n_null = 0 if null is None else int(np.count_nonzero(null))
+    if null is None or n_null == 0:
         return _Plan(None, [value])
-    if n_null == col.null.size:  # type: ignore[union-attr]
+    if n_null == null.size:
         return _Plan(None, [[null_b]])
-    return _Plan(col.null.view(np.uint8), [value, [null_b]])  # type: ignore[union-attr]
+    return _Plan(null.view(np.uint8), [value, [null_b]])  # class 0: a value, 1: null
 
 
 def _varint_plan(col: Column, spec: FieldSpec) -> _Plan:
@@ -224,7 +225,8 @@ def _segments(plans: list[_Plan]) -> list[_Segment]:
             current = _Segment([], None, 1)
         current.plans.append(plan)
         if k > 1:
-            cls = plan.cls.astype(np.intp)  # type: ignore[union-attr]
+            assert plan.cls is not None  # k > 1 classes: a per-row class exists
+            cls = plan.cls.astype(np.intp)
             current.code = cls if current.code is None else current.code * k + cls
             current.space *= k
     segments.append(current)

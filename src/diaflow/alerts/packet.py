@@ -254,6 +254,8 @@ def _prepare(
     schema: AlertSchema,
     seconds: dict[str, float],
 ) -> _Visit:
+    """Select the alerted sources, match their objects, SSSources and history (``build``), and
+    convert and check every column of every part once for the whole visit (``validate``)."""
     t0 = time.perf_counter()
     _require(dia_sources, ("diaSourceId", "x", "y"), "dia_sources")
     alerted = (_ids(dia_sources, "diaObjectId") != 0) | (_ids(dia_sources, "ssObjectId") != 0)

@@ -91,7 +91,12 @@ class Session:
         if self._conn is None or self._conn.closed or self._conn.broken:
             if self._conn is not None:
                 self._conn.close()
-            conn = psycopg.connect(self.dsn, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S)
+            conn = psycopg.connect(
+                self.dsn,
+                autocommit=True,
+                connect_timeout=CONNECT_TIMEOUT_S,
+                application_name="diaflow",
+            )
             conn.execute(f"SET search_path TO {self.search_path}")
             # q3c cone searches are expanded into ipix ranges at planning time: a generic plan
             # of a prepared statement would lose them (and partition pruning) and scan.

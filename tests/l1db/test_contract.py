@@ -303,3 +303,42 @@ def test_ids_of_two_generations_never_collide() -> None:
     a = make_ids(3, 7, 0, 100)
     b = make_ids(4, 7, 0, 100)
     assert not set(a.tolist()) & set(b.tolist())
+
+
+def test_two_detectors_of_one_visit_share_a_version(db: L1Database) -> None:
+    """The second detector's version of an object at the same start replaces the first."""
+    rng = np.random.default_rng(13)
+    p1 = synthetic_visit(visit=1, mjd=MJD, ra=5.0, dec=5.0, rng=rng, generation=3, n_sources=3)
+    db.store_visit(p1)
+    ids = p1.dia_objects["diaObjectId"].to_numpy()
+    pos = (p1.dia_objects["ra"].to_numpy(), p1.dia_objects["dec"].to_numpy())
+    d0 = synthetic_visit(
+        visit=2,
+        mjd=MJD + 1,
+        ra=5.0,
+        dec=5.0,
+        rng=rng,
+        generation=3,
+        n_sources=3,
+        object_ids=ids,
+        object_pos=pos,
+    )
+    d1 = synthetic_visit(
+        visit=2,
+        detector=1,
+        mjd=MJD + 1,
+        ra=5.0,
+        dec=5.0,
+        rng=rng,
+        generation=3,
+        n_sources=3,
+        object_ids=ids,
+        object_pos=pos,
+    )
+    db.store_visit(d0)
+    db.store_visit(d1)
+    hist = db.dia_object_history(int(ids[0]))
+    assert hist["validityStartMjdTai"].tolist() == [MJD, MJD + 1]
+    assert hist["validityEndMjdTai"].iloc[0] == MJD + 1
+    _same(hist.iloc[[1]].reset_index(drop=True), d1.dia_objects.iloc[[0]], "diaObjectId")
+    _same(db.dia_objects(Region(5.0, 5.0, 0.5)), d1.dia_objects, "diaObjectId")

@@ -30,6 +30,7 @@ from ..errors import (
     DuplicateVisitError,
 )
 from . import _common
+from ._checkpoint import BACKSTOP_PAGES, Checkpointer
 from ._rows import to_frame, to_rows
 from ._zones import ZONE_HEIGHT_DEG, zone_of, zone_ranges
 from .api import DAYS_PER_YEAR, ArchivedAlert, L1Database, Region, VisitProducts, VisitRecord
@@ -147,6 +148,8 @@ class SqliteL1Database(L1Database):
     killed at any point; after a power cut or OS crash the database is never corrupt, but
     the last visits committed before it may be rolled back (then they are simply not stored,
     and the runner re-processes them). ``synchronous=FULL`` would add an fsync per visit.
+    Checkpoints (the fsyncs) run in a background thread, off the storing path
+    (``l1db._checkpoint``).
     """
 
     def __init__(
@@ -179,6 +182,7 @@ class SqliteL1Database(L1Database):
         except sqlite3.Error as exc:
             raise _translate(exc, f"opening {self.path}") from exc
         self._conn: sqlite3.Connection | None = conn
+        self._checkpointer: Checkpointer | None = None
         try:
             self._setup()
         except BaseException:
@@ -198,6 +202,8 @@ class SqliteL1Database(L1Database):
             if mode.lower() != "wal":
                 raise ConfigError(f"{self.path}: cannot use WAL mode (got {mode})")
             c.execute("PRAGMA synchronous = NORMAL")
+            c.execute(f"PRAGMA wal_autocheckpoint = {BACKSTOP_PAGES}")
+            c.execute(f"PRAGMA journal_size_limit = {64 * 2**20}")
         meta = self._metadata()
         if not meta:
             if self.readonly:
@@ -218,6 +224,8 @@ class SqliteL1Database(L1Database):
                 f"reads version {SCHEMA_VERSION}"
             )
         self._zone_height = float(meta["zone_height_deg"])
+        if not self.readonly:
+            self._checkpointer = Checkpointer(self.path, busy_timeout_ms=int(BUSY_TIMEOUT_S * 1000))
 
     def _metadata(self) -> dict[str, str]:
         try:
@@ -267,6 +275,8 @@ class SqliteL1Database(L1Database):
             try:
                 yield cur
                 cur.execute("COMMIT")
+                if self._checkpointer is not None:
+                    self._checkpointer.poke()
             except sqlite3.Error as exc:
                 self._rollback()
                 raise _translate(exc, what) from exc
@@ -345,9 +355,10 @@ class SqliteL1Database(L1Database):
             if obj_ids:
                 self._close_versions(cur, obj_ids, starts)
                 # New DiaObject rows get rowids above the current maximum (we hold the write
-                # lock): copy them to DiaObjectLast inside SQLite instead of binding them twice.
+                # lock and insert without replacing): copy them to DiaObjectLast inside SQLite
+                # instead of binding them twice.
                 (top,) = cur.execute('SELECT coalesce(max(rowid), 0) FROM "DiaObject"').fetchone()
-                self._insert(cur, table_spec("DiaObject"), p.dia_objects, "INSERT OR REPLACE")
+                self._insert(cur, table_spec("DiaObject"), p.dia_objects, "INSERT")
                 cols = ", ".join(map(_q, table_spec("DiaObject").names))
                 cur.execute(
                     f'INSERT OR REPLACE INTO "DiaObjectLast" ({cols}) '
@@ -394,10 +405,16 @@ class SqliteL1Database(L1Database):
                 f"DiaObject {older[0]}: new version starts at {new_start[older[0]]} before the "
                 f"stored latest one ({prev[older[0]]}); store visits in time order",
             )
+        closing = [(new_start[i], i, s) for i, s in prev.items() if s < new_start[i]]
         cur.executemany(
             'UPDATE "DiaObject" SET "validityEndMjdTai" = ? '
             'WHERE "diaObjectId" = ? AND "validityStartMjdTai" = ?',
-            [(new_start[i], i, s) for i, s in prev.items()],
+            closing,
+        )
+        # A second version at the same start (two detectors of one visit) replaces the first.
+        cur.executemany(
+            'DELETE FROM "DiaObject" WHERE "diaObjectId" = ? AND "validityStartMjdTai" = ?',
+            [(i, s) for i, s in prev.items() if s == new_start[i]],
         )
 
     def quarantine_visit(self, record: VisitRecord) -> None:
@@ -580,6 +597,9 @@ class SqliteL1Database(L1Database):
     def close(self) -> None:
         """Close the connection (idempotent)."""
         with self._lock:
+            if self._checkpointer is not None:
+                self._checkpointer.close()
+                self._checkpointer = None
             if self._conn is not None:
                 if not self.readonly:
                     with suppress(sqlite3.Error):

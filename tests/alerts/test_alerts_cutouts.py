@@ -137,3 +137,17 @@ def test_bad_inputs(small_visit: SyntheticVisit, exposure: Exposure) -> None:
 
 def test_zero_sources_give_zero_files(exposure: Exposure) -> None:
     assert len(make_cutouts(exposure, [], [])) == 0
+
+
+def test_reused_buffers_give_the_same_files(small_visit: SyntheticVisit) -> None:
+    from diaflow.alerts import CutoutMaker
+
+    maker = CutoutMaker(small_visit.science, small_visit.template, small_visit.difference)
+    fresh = CutoutMaker(small_visit.science, small_visit.template, small_visit.difference)
+    for xs, ys in [([10.0, 150.0, 270.0], [5.0, 150.0, 290.0]), ([33.3], [44.4])]:
+        reused = maker.cut(xs, ys, reuse=True)
+        new = fresh.cut(xs, ys)
+        for kind in ("science", "template", "difference"):
+            assert [reused[kind][i] for i in range(len(xs))] == [
+                new[kind][i] for i in range(len(xs))
+            ]

@@ -112,6 +112,8 @@ def _int_field(values: NDArray[np.int64]) -> NDArray[np.uint8]:
 
 @dataclass(frozen=True)
 class _Layout:
+    size: int
+    """Side of the cutouts, pixels."""
     template: NDArray[np.uint8]
     """The whole file with placeholders and zero pixels."""
     headers: list[tuple[int, int]]
@@ -177,7 +179,7 @@ def _layout(exposure: Exposure, size: int, kind: str) -> _Layout:
         blocks += [text, bytes(nbytes)]
         pos += nbytes
     template = np.frombuffer(b"".join(blocks), dtype=np.uint8)
-    return _Layout(template, headers, data, reals, ints)
+    return _Layout(size, template, headers, data, reals, ints)
 
 
 @dataclass(frozen=True)
@@ -230,13 +232,28 @@ def _windows(shape: tuple[int, int], x: ArrayLike, y: ArrayLike, size: int, labe
     return _Windows(x0, y0, inside, size)
 
 
-def _cut(
-    exposure: Exposure, win: _Windows, layout: _Layout, crpix_text: dict[tuple[float, float], Any]
-) -> Cutouts:
-    n, size = win.x0.size, win.size
+def _new_files(layout: _Layout, n: int) -> NDArray[np.uint8]:
+    """Room for ``n`` files with headers and zero padding written; the pixels are left to fill."""
     files = np.empty((n, layout.template.size), dtype=np.uint8)
     for start, stop in layout.headers:
         files[:, start:stop] = layout.template[start:stop]
+    nbytes = layout.size * layout.size * 4
+    for offset, _ in layout.data:
+        files[:, offset + nbytes : offset + _padded(nbytes)] = 0
+    return files
+
+
+def _cut(
+    exposure: Exposure,
+    win: _Windows,
+    layout: _Layout,
+    crpix_text: dict[tuple[float, float], Any],
+    files: NDArray[np.uint8] | None = None,
+) -> Cutouts:
+    """Fill ``files`` (made here if None; else rows from a previous call, headers written)."""
+    n, size = win.x0.size, win.size
+    if files is None:
+        files = _new_files(layout, n)
     if n == 0:
         return Cutouts(files, win.x0, win.y0)
     scale = float(exposure.counts_to_njy(1.0))
@@ -256,7 +273,6 @@ def _cut(
                 target[rows] = pixels
             else:
                 np.multiply(pixels, np.float32(factor), out=target[rows], casting="unsafe")
-        files[:, offset + nbytes : offset + _padded(nbytes)] = 0
     if exposure.wcs is not None:
         c1, c2 = (float(v) for v in exposure.wcs.wcs.crpix)
         if (c1, c2) not in crpix_text:  # the exposures of a visit share one grid: format once
@@ -346,16 +362,28 @@ class CutoutMaker:
             "difference": difference,
         }
         self._layouts = {k: _layout(e, size_px, k) for k, e in self.exposures.items()}
+        self._buffers: dict[CutoutKind, NDArray[np.uint8]] = {}
 
-    def cut(self, x: ArrayLike, y: ArrayLike) -> dict[CutoutKind, Cutouts]:
-        """The three cutouts around each 0-based pixel position (x, y), by kind."""
+    def cut(self, x: ArrayLike, y: ArrayLike, *, reuse: bool = False) -> dict[CutoutKind, Cutouts]:
+        """The three cutouts around each 0-based pixel position (x, y), by kind.
+
+        With ``reuse``, the files are written into buffers the maker keeps, whose headers are
+        written once: faster for a visit cut in chunks, but each call overwrites the
+        :class:`Cutouts` the previous call returned.
+        """
         science = self.exposures["science"]
         win = _windows(science.shape, x, y, self.size_px, science.label)
         cache: dict[tuple[float, float], Any] = {}
-        return {
-            kind: _cut(exposure, win, self._layouts[kind], cache)
-            for kind, exposure in self.exposures.items()
-        }
+        out = {}
+        for kind, exposure in self.exposures.items():
+            files = None
+            if reuse:
+                buffer = self._buffers.get(kind)
+                if buffer is None or buffer.shape[0] < win.x0.size:
+                    buffer = self._buffers[kind] = _new_files(self._layouts[kind], win.x0.size)
+                files = buffer[: win.x0.size]
+            out[kind] = _cut(exposure, win, self._layouts[kind], cache, files)
+        return out
 
 
 def visit_cutouts(

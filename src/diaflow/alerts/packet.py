@@ -455,7 +455,7 @@ def build_alert_payloads(
     for lo in range(0, len(visit), config.chunk_alerts):
         hi = min(len(visit), lo + config.chunk_alerts)
         t1 = time.perf_counter()
-        cutouts = maker.cut(visit.x[lo:hi], visit.y[lo:hi])
+        cutouts = maker.cut(visit.x[lo:hi], visit.y[lo:hi], reuse=True)  # used before the next
         t2 = time.perf_counter()
         columns, counts = visit.chunk(lo, hi)
         cut = {name: cutouts[kind] for name, kind in _CUTOUT_FIELDS.items()}

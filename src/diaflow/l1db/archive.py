@@ -33,7 +33,7 @@ from . import _common
 from ._pg import COPY_TYPES, SQL_TYPES, Session, advisory_lock, check_schema_name, q
 from .api import AlertArchive, ArchivedAlert
 from .schema import table_spec
-from .sqlite import BUSY_TIMEOUT_S, _translate, create_table_sql
+from .sqlite import BUSY_TIMEOUT_S, create_table_sql, translate_error
 
 __all__ = ["PostgresAlertArchive", "SqliteAlertArchive"]
 
@@ -87,7 +87,7 @@ class SqliteAlertArchive(AlertArchive):
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = FULL")
         except sqlite3.Error as exc:
-            raise _translate(exc, f"opening alert archive {self.path}") from exc
+            raise translate_error(exc, f"opening alert archive {self.path}") from exc
         self._conn: sqlite3.Connection | None = conn
         with self._transaction("creating the Alert table") as cur:
             for stmt in [*create_table_sql(table_spec("Alert")), *_SQLITE_TRIGGERS]:
@@ -112,7 +112,7 @@ class SqliteAlertArchive(AlertArchive):
                 if self._c.in_transaction:
                     self._c.execute("ROLLBACK")
                 if isinstance(exc, sqlite3.Error):
-                    raise _translate(exc, what) from exc
+                    raise translate_error(exc, what) from exc
                 raise
 
     def append(self, alerts: list[ArchivedAlert]) -> int:
@@ -147,7 +147,7 @@ class SqliteAlertArchive(AlertArchive):
             try:
                 rows = self._c.execute(f'SELECT {_COLS} FROM "Alert" {where}', params).fetchall()
             except sqlite3.Error as exc:
-                raise _translate(exc, "reading the alert archive") from exc
+                raise translate_error(exc, "reading the alert archive") from exc
         return [_common.archived_alert(r) for r in rows]
 
     def get(self, dia_source_id: int) -> ArchivedAlert | None:

@@ -26,18 +26,18 @@ from ..errors import (
     BadInputError,
     ConfigError,
     DatabaseError,
-    DatabaseUnavailableError,
     DuplicateVisitError,
 )
 from . import _common
 from ._checkpoint import BACKSTOP_PAGES, Checkpointer
 from ._rows import to_frame, to_rows
-from ._zones import ZONE_HEIGHT_DEG, zone_of, zone_ranges
+from ._sqlite_ddl import create_table_sql, read_metadata, translate_error
+from ._sqlite_ddl import quote_ident as _q
+from ._zones import ZONE_HEIGHT_DEG, zone_ranges
 from .api import DAYS_PER_YEAR, ArchivedAlert, L1Database, Region, VisitProducts, VisitRecord
 from .schema import (
     SCHEMA_VERSION,
     TABLE_NAMES,
-    Column,
     TableSpec,
     apdb_version,
     coerce,
@@ -50,83 +50,6 @@ logger = logging.getLogger(__name__)
 
 BUSY_TIMEOUT_S = 60.0
 """How long a writer waits for another writer's transaction before giving up."""
-
-_SQL_TYPES = {
-    "long": "INTEGER",
-    "int": "INTEGER",
-    "short": "INTEGER",
-    "boolean": "INTEGER",
-    "float": "REAL",
-    "double": "REAL",
-    "char": "TEXT",
-    "string": "TEXT",
-    "text": "TEXT",
-    "binary": "BLOB",
-}
-_INDEXES = {
-    "DiaObjectLast": [("zone", "ra")],
-    "DiaSource": [
-        ("zone", "ra", "midpointMjdTai"),
-        ("visit", "detector"),
-        ("diaObjectId",),
-    ],
-    # No (visit, detector) index: a visit-detector's rows are one range of ids (l1db.ids).
-    "DiaForcedSource": [("zone", "ra", "midpointMjdTai")],
-    "SSSource": [("ssObjectId",)],
-    "Outbox": [("visit", "detector")],
-}
-
-
-def _q(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def _column_sql(c: Column) -> str:
-    return f"{_q(c.name)} {_SQL_TYPES[c.datatype]}" + ("" if c.nullable else " NOT NULL")
-
-
-def create_table_sql(spec: TableSpec, zone_height_deg: float = ZONE_HEIGHT_DEG) -> list[str]:
-    """``CREATE TABLE`` (STRICT) and ``CREATE INDEX`` statements of one table.
-
-    A spatial table gets a stored generated column ``zone``, computed by SQLite with the same
-    IEEE arithmetic as :func:`~diaflow.l1db._zones.zone_of`.
-    """
-    cols = [_column_sql(c) for c in spec.columns]
-    if spec.spatial:
-        top = int(zone_of(90.0, zone_height_deg))
-        expr = f'min(CAST(("dec" + 90.0) / {zone_height_deg!r} AS INTEGER), {top})'
-        cols.append(f"zone INTEGER GENERATED ALWAYS AS ({expr}) STORED")
-    cols.append(f"PRIMARY KEY ({', '.join(map(_q, spec.primary_key))})")
-    stmts = [f"CREATE TABLE IF NOT EXISTS {_q(spec.name)} ({', '.join(cols)}) STRICT"]
-    for cols_ in _INDEXES.get(spec.name, []):
-        name = f"idx_{spec.name}_{'_'.join(cols_)}"
-        on = ", ".join(map(_q, cols_))
-        stmts.append(f"CREATE INDEX IF NOT EXISTS {_q(name)} ON {_q(spec.name)} ({on})")
-    return stmts
-
-
-def _translate(exc: sqlite3.Error, what: str) -> DatabaseError:
-    text = str(exc)
-    if isinstance(exc, sqlite3.OperationalError) and any(
-        k in text for k in ("locked", "busy", "unable to open", "disk I/O")
-    ):
-        return DatabaseUnavailableError(f"{what}: {text}; nothing was written, retry later")
-    return DatabaseError(f"{what}: {text}; the transaction was rolled back")
-
-
-def read_metadata(path: str | Path) -> dict[str, str]:
-    """The metadata table of a database file, read-only ({} when it is not an L1 database)."""
-    uri = f"file:{quote(str(Path(path).resolve()))}?mode=ro"
-    try:
-        conn = sqlite3.connect(uri, uri=True)
-    except sqlite3.Error:
-        return {}
-    try:
-        return dict(conn.execute('SELECT name, value FROM "metadata"').fetchall())
-    except sqlite3.Error:
-        return {}
-    finally:
-        conn.close()
 
 
 class SqliteL1Database(L1Database):
@@ -180,7 +103,7 @@ class SqliteL1Database(L1Database):
                     timeout=BUSY_TIMEOUT_S,
                 )
         except sqlite3.Error as exc:
-            raise _translate(exc, f"opening {self.path}") from exc
+            raise translate_error(exc, f"opening {self.path}") from exc
         self._conn: sqlite3.Connection | None = conn
         self._checkpointer: Checkpointer | None = None
         try:
@@ -271,7 +194,7 @@ class SqliteL1Database(L1Database):
             try:
                 cur.execute("BEGIN IMMEDIATE")
             except sqlite3.Error as exc:
-                raise _translate(exc, what) from exc
+                raise translate_error(exc, what) from exc
             try:
                 yield cur
                 cur.execute("COMMIT")
@@ -279,7 +202,7 @@ class SqliteL1Database(L1Database):
                     self._checkpointer.poke()
             except sqlite3.Error as exc:
                 self._rollback()
-                raise _translate(exc, what) from exc
+                raise translate_error(exc, what) from exc
             except BaseException:
                 self._rollback()
                 raise
@@ -293,7 +216,7 @@ class SqliteL1Database(L1Database):
             try:
                 return self._c.execute(sql, params).fetchall()
             except sqlite3.Error as exc:
-                raise _translate(exc, what) from exc
+                raise translate_error(exc, what) from exc
 
     def _select(self, spec: TableSpec, where: str = "", params: Any = ()) -> pd.DataFrame:
         cols = ", ".join(_q(n) for n in spec.names)

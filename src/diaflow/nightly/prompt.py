@@ -10,7 +10,6 @@ It reads the database but writes nothing: the runner stores the returned
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -36,9 +35,9 @@ from ..measure import forced_photometry
 from ..measure.measure import now_mjd_tai
 from ..timing import Stopwatch
 from .repo import footprint
-from .visit import VisitConfig, process_visit
+from .visit import VisitConfig, VisitResult, process_visit
 
-__all__ = ["PromptConfig", "PromptResult", "prompt_visit"]
+__all__ = ["PromptConfig", "PromptResult", "measure_visit", "prompt_visit", "visit_products"]
 
 logger = logging.getLogger(__name__)
 
@@ -152,18 +151,62 @@ def prompt_visit(
     read_difference: Callable[[int, int], Exposure | None],
     config: PromptConfig | None = None,
 ) -> PromptResult:
-    """Process one visit-detector into the rows and alert packets of the Level 1 database.
+    """Process one visit-detector into the rows and alert packets of the Level 1 database:
+    :func:`measure_visit`, then :func:`visit_products`.
 
     Raises
     ------
     BadInputError
         When the visit cannot be processed (the runner quarantines it).
+    DatabaseUnavailableError
+        When the database cannot be read (retry :func:`visit_products`).
     """
     cfg = config or PromptConfig()
+    result = measure_visit(
+        exposure, generation=db.generation_number, refcat=refcat, template=template, config=cfg
+    )
+    out = visit_products(result, db=db, read_difference=read_difference, config=cfg)
+    image = {k: v for k, v in result.seconds.items() if k != "total"}
+    out.seconds = {**image, **out.seconds, "total": result.seconds["total"] + out.seconds["total"]}
+    return out
+
+
+def measure_visit(
+    exposure: Exposure,
+    *,
+    generation: int,
+    refcat: pd.DataFrame,
+    template: Template,
+    config: PromptConfig | None = None,
+) -> VisitResult:
+    """The image stages, with DiaSource ids of the given generation (``l1db.ids``)."""
+    cfg = config or PromptConfig()
     info = exposure.info
+    return process_visit(
+        exposure,
+        refcat=refcat,
+        template=template,
+        config=cfg.visit,
+        make_ids=lambda n: make_ids(generation, info.visit, info.detector, n),
+    )
+
+
+def visit_products(
+    result: VisitResult,
+    *,
+    db: L1Database,
+    read_difference: Callable[[int, int], Exposure | None],
+    config: PromptConfig | None = None,
+) -> PromptResult:
+    """Association, forced photometry, precovery, summaries and alerts of a measured visit.
+
+    Reads the database, writes nothing; cheap to repeat when the database went away.
+    """
+    cfg = config or PromptConfig()
+    info = result.calibration.exposure.info
     gen = db.generation_number
     clock = Stopwatch()
-    next_index = 0
+    next_index = len(result.dia_sources)
 
     def ids(n: int) -> np.ndarray:
         nonlocal next_index
@@ -171,11 +214,6 @@ def prompt_visit(
         next_index += n
         return out
 
-    result = process_visit(
-        exposure, refcat=refcat, template=template, config=cfg.visit, make_ids=ids
-    )
-    clock.laps.update({k: v for k, v in result.seconds.items() if k != "total"})
-    clock.last = time.perf_counter()
     science, difference = result.calibration.exposure, result.subtraction.difference
     assert science.wcs is not None
     mjd = float(info.mjd_tai)
@@ -263,8 +301,7 @@ def prompt_visit(
         n_dia_sources=len(assoc.dia_sources),
         n_new_dia_objects=len(assoc.new_object_ids),
         n_alerts=len(alerts),
-        provenance=Provenance(__version__, cfg.config_hash(), template.version),
-        source_path=str(exposure.extra.get("path", "")),
+        provenance=Provenance(__version__, cfg.config_hash(), result.template_version),
     )
     products = VisitProducts(
         record=record,

@@ -23,6 +23,7 @@ or a sink goes away, the visit is retried a few times, then deferred to the next
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -41,7 +42,7 @@ from ..image import read_exposure
 from ..l1db import L1DbConfig, open_archive, open_l1db
 from ..l1db.api import AlertArchive, L1Database, VisitRecord
 from ..measure.measure import now_mjd_tai
-from .prompt import PromptConfig, prompt_visit
+from .prompt import PromptConfig, measure_visit, visit_products
 from .repo import Repo
 
 __all__ = ["NightConfig", "NightSummary", "VisitOutcome", "run_night"]
@@ -277,17 +278,28 @@ class _Night:
         t0 = time.perf_counter()
         if rec is None or rec.state == "quarantined":
             exposure = read_exposure(item.path)
-            exposure.extra["path"] = str(item.path)
             template = self.repo.template_for(
                 exposure.info.band, exposure.info.boresight_ra_deg, exposure.info.boresight_dec_deg
             )
-            result = prompt_visit(
+            measured = measure_visit(
                 exposure,
-                db=self.db,
+                generation=self.db.generation_number,
                 refcat=self.refcat,
                 template=template,
-                read_difference=self.repo.read_difference,
                 config=self.config.prompt,
+            )
+            result = self.retrying(
+                "associate",
+                lambda: visit_products(
+                    measured,
+                    db=self.db,
+                    read_difference=self.repo.read_difference,
+                    config=self.config.prompt,
+                ),
+            )
+            result.seconds.update({k: v for k, v in measured.seconds.items() if k != "total"})
+            result.products.record = dataclasses.replace(
+                result.products.record, source_path=str(item.path)
             )
             self.repo.keep_difference(result.difference)
             self.crash.reached("before_store")

@@ -15,6 +15,8 @@ The tree::
     ├── DatabaseUnavailableError(DatabaseError)     could not connect or lost the connection:
     │                                               retry later, nothing was written
     └── ArchiveConflictError(DatabaseError)         an alert id already archived with other bytes
+    SinkUnavailableError(DiaflowError, ConnectionError)  an alert sink (Kafka) is unreachable:
+                                                    send the same packets again later
 
 Each error subclasses the matching built-in, so ``except ValueError`` still catches it. Messages
 name the object, the rule, the value received and a hint.
@@ -23,15 +25,16 @@ name the object, the rule, the value received and a hint.
 from __future__ import annotations
 
 __all__ = [
+    "ArchiveConflictError",
     "BadInputError",
     "CalibrationError",
-    "ArchiveConflictError",
     "ConfigError",
     "CorruptFileError",
     "DatabaseError",
     "DatabaseUnavailableError",
-    "DuplicateVisitError",
     "DiaflowError",
+    "DuplicateVisitError",
+    "SinkUnavailableError",
     "SubtractionError",
     "TemplateError",
 ]
@@ -97,3 +100,8 @@ class DatabaseUnavailableError(DatabaseError):
 class ArchiveConflictError(DatabaseError):
     """An alert whose id is archived already with different bytes: the archive is never
     overwritten."""
+
+
+class SinkUnavailableError(DiaflowError, ConnectionError):
+    """A sink could not be reached or did not confirm delivery; nothing is lost: send the same
+    packets again later (every sink is idempotent)."""

@@ -26,7 +26,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from ..errors import ArchiveConflictError, BadInputError, ConfigError, DiaflowError
+from ..errors import (
+    ArchiveConflictError,
+    BadInputError,
+    ConfigError,
+    SinkUnavailableError,
+)
 from ..l1db.api import ArchivedAlert
 from .encode import varint
 from .schema import schema_for_id
@@ -41,11 +46,6 @@ __all__ = [
     "SinkUnavailableError",
     "make_sinks",
 ]
-
-
-class SinkUnavailableError(DiaflowError, ConnectionError):
-    """A sink could not be reached or did not confirm delivery; nothing is lost: send the same
-    packets again later (every sink is idempotent)."""
 
 
 @runtime_checkable

@@ -85,7 +85,7 @@ class SubtractionError(BadInputError):
 
 
 class DuplicateVisitError(BadInputError):
-    """A visit-detector that is already stored in this generation (or twice in one night's input)."""
+    """A visit-detector already stored in this generation (or given twice in one night)."""
 
 
 class DatabaseError(DiaflowError):

@@ -270,7 +270,7 @@ def test_bad_inputs_are_quarantined_and_the_night_goes_on(
         hdul.writeto(bad_dir / "nowcs.fits")
     # The same visit twice.
     duplicate = bad_dir / "duplicate.fits"
-    duplicate.write_bytes(good[3].read_bytes())
+    duplicate.write_bytes(good[0].read_bytes())
 
     inputs = [*good, truncated, garbage, bad_dir / "nan.fits", bad_dir / "nowcs.fits", duplicate]
     summary = run_night(inputs, repo, refcat=s.refcat, label="bad")

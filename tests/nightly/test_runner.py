@@ -18,6 +18,7 @@ from astropy.io import fits
 from diaflow.alerts import deserialize
 from diaflow.l1db import L1DbConfig, open_archive, open_l1db
 from diaflow.l1db.api import Region
+from diaflow.nightly.prompt import PromptConfig
 from diaflow.nightly.repo import Repo
 from diaflow.nightly.runner import NightConfig, NightSummary, run_night
 from simdata import NightSurvey
@@ -361,3 +362,50 @@ def test_postgres_connection_dropped_mid_night(night_run, tmp_path: Path) -> Non
             ).fetchall()
             for (name,) in schemas:
                 admin.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+
+
+def test_known_asteroids_are_attributed_and_alerted_with_their_ss_source(
+    night_survey: NightSurvey, tmp_path: Path
+) -> None:
+    """With predictions of the known asteroids (here: their true positions, blurred by 0.1″),
+    their DiaSources become SSSources, get no DiaObject, and their alerts carry the SSSource."""
+    s = night_survey
+    truth = s.truth("ss_positions")
+    rng = np.random.default_rng(5)
+    blur = 0.1 / 3600
+
+    def predictor(info, region):  # type: ignore[no-untyped-def]
+        rows = truth[(truth["visit"] == info.visit) & (truth["detector"] == info.detector)]
+        return pd.DataFrame(
+            {
+                "ssObjectId": rows["ss_id"].to_numpy(np.int64) + 1,
+                "designation": [f"T{i}" for i in rows["ss_id"]],
+                "ra": rows["ra_deg"].to_numpy() + rng.normal(0, blur, len(rows)),
+                "dec": rows["dec_deg"].to_numpy() + rng.normal(0, blur, len(rows)),
+                "uncertainty_arcsec": 0.1,
+            }
+        )
+
+    config = NightConfig(prompt=PromptConfig(ss_predictor=predictor))
+    repo = s.fresh_repo(tmp_path / "repo")
+    summary = run_night(s.inputs([4, 5]), repo, refcat=s.refcat, config=config, label="ss")
+    assert {o.status for o in summary.outcomes} == {"alerted"}
+    sky = Region(0.0, 0.0, 180.0)
+    with open_l1db(L1DbConfig(path=repo.l1db_dir), readonly=True) as db:
+        ds = db.dia_sources(sky, 1e6, days=1e6)
+    attributed = ds[ds["ssObjectId"].notna()]
+    # Every asteroid detection near a truth position is attributed.
+    near = []
+    for row in ds.itertuples():
+        t = truth[truth["visit"] == row.visit]
+        d = np.hypot((t["ra_deg"] - row.ra) * np.cos(np.deg2rad(row.dec)), t["dec_deg"] - row.dec)
+        near.append(len(t) > 0 and d.min() * 3600 < 0.5)
+    near = np.array(near)
+    assert near.sum() >= 5
+    assert ds["ssObjectId"].notna().to_numpy()[near].mean() >= 0.99
+    assert attributed["diaObjectId"].isna().all()
+    with open_archive(L1DbConfig(path=repo.l1db_dir)) as archive:
+        for row in attributed.itertuples():
+            packet = deserialize(archive.get(int(row.diaSourceId)).payload)  # type: ignore[union-attr]
+            assert packet["ssSource"]["ssObjectId"] == row.ssObjectId
+            assert packet["diaObject"] is None

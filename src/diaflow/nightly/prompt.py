@@ -20,7 +20,7 @@ from .. import __version__
 from ..alerts import AlertConfig, archived_alerts, build_alert_payloads
 from ..associate import AssociationConfig, associate_visit, summarize
 from ..coadd import Template
-from ..image import Exposure
+from ..image import Exposure, VisitInfo
 from ..l1db.api import (
     DAYS_PER_YEAR,
     ArchivedAlert,
@@ -59,6 +59,10 @@ class PromptConfig:
     """Margin around the detector for the database reads (objects near the edge)."""
     issue_alerts: bool = True
     """False for reprocessing and catch-up: no packets are built."""
+    ss_predictor: Callable[[VisitInfo, Region], pd.DataFrame] | None = None
+    """Predicted positions of known SSObjects in a visit's cone (``ssObjectId``, ``ra``, ``dec``,
+    uncertainty; see ``associate.match_ss_objects``); None: no attribution. The moving-object
+    stage (``mops/``) provides it."""
 
     def config_hash(self) -> str:
         """A short stable hash of the whole configuration, for provenance."""
@@ -225,11 +229,13 @@ def visit_products(
     history_forced = db.dia_forced_sources(region, mjd, days=cfg.history_days)
     clock.lap("read")
 
+    predictions = cfg.ss_predictor(info, region) if cfg.ss_predictor is not None else None
     assoc = associate_visit(
         result.dia_sources,
         objects,
         history_sources=history,
         history_forced=history_forced,
+        ss_predictions=predictions,
         midpoint_mjd=mjd,
         config=cfg.association,
     )

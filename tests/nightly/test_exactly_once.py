@@ -70,6 +70,16 @@ def _snapshot(repo: Path) -> dict[str, object]:
     return {"tables": tables, "archived": archived, "n_archived": n_archived, "files": in_files}
 
 
+def _same(got: dict[str, object], expected: dict[str, object]) -> None:
+    for name, table in expected["tables"].items():  # type: ignore[attr-defined]
+        pd.testing.assert_frame_equal(got["tables"][name], table, obj=name)  # type: ignore[index]
+    assert sorted(got["archived"]) == sorted(expected["archived"])  # type: ignore[type-var]
+    assert got["n_archived"] == expected["n_archived"]
+    # Every alert is in the Avro files exactly once.
+    assert sorted(got["files"]) == sorted(expected["files"])  # type: ignore[type-var]
+    assert len(set(got["files"])) == len(got["files"])  # type: ignore[arg-type]
+
+
 def test_killed_anywhere_and_rerun_gives_the_same_result(
     night_survey: NightSurvey, tmp_path: Path
 ) -> None:
@@ -83,37 +93,43 @@ def test_killed_anywhere_and_rerun_gives_the_same_result(
     subprocess.run(_command(inputs, reference, refcat), check=True, capture_output=True)
     full = time.perf_counter() - t0
     expected = _snapshot(reference)
-    assert len(expected["archived"]) > 10
+    assert len(expected["archived"]) > 10  # type: ignore[arg-type]
 
-    repo = tmp_path / "killed"
+    # One episode through every step boundary: the second visit dies before its store, then
+    # after it, after archiving and after sending; each run resumes where the last one died.
+    repo = tmp_path / "steps"
     s.fresh_repo(repo)
-    rng = np.random.default_rng(20261125)
     kills = 0
-    # Every step boundary of the first and of a later visit...
-    for step in STEPS:
-        for n in (1, 3):
-            env = {**os.environ, "DIAFLOW_CRASH_AT": f"{step}:{n}"}
-            done = subprocess.run(_command(inputs, repo, refcat), env=env, capture_output=True)
-            if done.returncode == 137:
-                kills += 1
-    # ...and SIGKILL at random moments.
-    while kills < 22:
-        proc = subprocess.Popen(
-            _command(inputs, repo, refcat), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-        time.sleep(rng.uniform(0.3, 0.8) * full)
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGKILL)
-            kills += 1
-        proc.wait()
-    assert kills >= 20
+    for spec in ("before_store:2", "after_store:1", "after_archive:1", "after_send:1"):
+        env = {**os.environ, "DIAFLOW_CRASH_AT": spec}
+        done = subprocess.run(_command(inputs, repo, refcat), env=env, capture_output=True)
+        assert done.returncode == 137, (spec, done.stderr[-2000:])
+        kills += 1
     subprocess.run(_command(inputs, repo, refcat), check=True, capture_output=True)
+    _same(_snapshot(repo), expected)
 
-    got = _snapshot(repo)
-    for name, table in expected["tables"].items():  # type: ignore[attr-defined]
-        pd.testing.assert_frame_equal(got["tables"][name], table, obj=name)  # type: ignore[index]
-    assert sorted(got["archived"]) == sorted(expected["archived"])
-    assert got["n_archived"] == expected["n_archived"]
-    # Every alert is in the Avro files exactly once.
-    assert sorted(got["files"]) == sorted(expected["files"])
-    assert len(set(got["files"])) == len(got["files"])
+    # Then SIGKILL at random moments: episodes on fresh copies, each killed until a run ends
+    # on its own, each compared with the uninterrupted run.
+    rng = np.random.default_rng(20261125)
+    episode = 0
+    while kills < 20:
+        episode += 1
+        repo = tmp_path / f"random{episode}"
+        s.fresh_repo(repo)
+        while True:
+            proc = subprocess.Popen(
+                _command(inputs, repo, refcat),
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            try:
+                proc.wait(timeout=rng.uniform(0.15, 0.95) * full)
+            except subprocess.TimeoutExpired:
+                proc.send_signal(signal.SIGKILL)
+                proc.wait()
+                kills += 1
+                continue
+            assert proc.returncode == 0
+            break
+        _same(_snapshot(repo), expected)
+    assert kills >= 20

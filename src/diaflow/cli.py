@@ -137,7 +137,7 @@ def simulate(
 @app.command()
 def demo(
     quick: Annotated[
-        bool, typer.Option(help="A smaller demo: fewer nights, finishes in a few minutes.")
+        bool, typer.Option(help="Eight nights instead of three weeks (a few minutes).")
     ] = False,
     out: Annotated[Path, typer.Option(help="Working directory of the demo.")] = Path(
         "diaflow-demo"
@@ -146,8 +146,18 @@ def demo(
     """Run diaflow end to end: simulate a few weeks, build templates, run every night."""
     from .sim import preset
 
-    n_nights, template_nights = (10, 4) if quick else (21, 6)
-    cfg = preset("quick", **{"cadence.n_nights": n_nights})
+    n_nights, template_nights = (8, 4) if quick else (21, 6)
+    cfg = preset(
+        "quick",
+        **{
+            "cadence.n_nights": n_nights,
+            "camera.detector_shape": (1024, 1024),
+            "camera.n_detectors": 1,
+            # A field with enough bright stars to calibrate and PSF-match every visit.
+            "sky.star_density_per_arcmin2": 25.0,
+            "sky.star_count_slope": 0.12,
+        },
+    )
     t0 = time.perf_counter()
     try:
         result = _simulate(cfg, out / "survey", overwrite=True)
@@ -171,29 +181,16 @@ def demo(
             _survey_inputs(out / "survey", [night]), out / "survey", repo, f"night-{night:03d}"
         )
         rows.append((night, summary.totals()))
-    table = Table(title="nights")
-    for col in (
-        "night",
-        "visits",
-        "DiaSources",
-        "new DiaObjects",
-        "alerts",
-        "quarantined",
-        "latency median (s)",
-        "latency p98 (s)",
-    ):
+    table = Table(title="nights (seconds: per visit, median; latency: file seen -> alerts out)")
+    for col in ("night", "visits", "DiaSources", "new objects", "alerts", "quarantined",
+                "s/visit", "latency p98"):  # fmt: skip
         table.add_column(col, justify="right")
     for night, t in rows:
         table.add_row(
-            str(night),
-            str(t["visits processed"]),
-            str(t["DiaSources"]),
-            str(t["new DiaObjects"]),
-            str(t["alerts"]),
-            str(t["quarantined"]),
-            f"{t['latency median (s)']:.2f}",
-            f"{t['latency p98 (s)']:.2f}",
-        )
+            str(night), str(t["visits processed"]), str(t["DiaSources"]),
+            str(t["new DiaObjects"]), str(t["alerts"]), str(t["quarantined"]),
+            f"{t['seconds per visit (median)']:.1f}", f"{t['latency p98 (s)']:.1f}",
+        )  # fmt: skip
     console.print(table)
     console.print(f"Level 1 database and alerts in {repo}")
     console.print(f"demo finished in {time.perf_counter() - t0:.1f} s")

@@ -9,6 +9,8 @@ It reads the database but writes nothing: the runner stores the returned
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -65,10 +67,14 @@ class PromptConfig:
     stage (``mops/``) provides it."""
 
     def config_hash(self) -> str:
-        """A short stable hash of the whole configuration, for provenance."""
-        import hashlib
-
-        return hashlib.sha256(repr(self).encode()).hexdigest()[:16]
+        """A short stable hash of the whole configuration, for provenance (a predictor counts
+        by its qualified name, not its address)."""
+        predictor = self.ss_predictor
+        named = dataclasses.replace(self, ss_predictor=None)
+        text = repr(named) + (
+            getattr(predictor, "__qualname__", repr(predictor)) if predictor else ""
+        )
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 @dataclass
@@ -243,12 +249,8 @@ def visit_products(
 
     # Forced photometry of every DiaObject on the detector detected within forced_days,
     # including the ones this visit touched or created.
-    current = pd.concat(
-        [
-            objects[~objects["diaObjectId"].isin(assoc.dia_objects["diaObjectId"])],
-            assoc.dia_objects,
-        ],
-        ignore_index=True,
+    current = _concat(
+        objects[~objects["diaObjectId"].isin(assoc.dia_objects["diaObjectId"])], assoc.dia_objects
     )
     recent = current["lastDiaSourceMjdTai"] >= mjd - cfg.forced_days
     on = _inside(difference, current["ra"].to_numpy(), current["dec"].to_numpy())
@@ -260,11 +262,7 @@ def visit_products(
         db, read_difference, new, mjd=mjd, days=cfg.precovery_days, ids=ids, now=now
     )
     clock.lap("precovery")
-    this_forced = (
-        pd.concat([f for f in (forced, precovered) if len(f)], ignore_index=True)
-        if (len(forced) or len(precovered))
-        else pd.DataFrame()
-    )
+    this_forced = _concat(forced, precovered)
     touched = assoc.dia_objects["diaObjectId"].to_numpy()
     dia_objects = summarize(
         touched,

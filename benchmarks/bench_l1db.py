@@ -128,6 +128,7 @@ def _pack(visit: int, detector: int, index: np.ndarray) -> np.ndarray:
 
 
 def in_cone(ra: np.ndarray, dec: np.ndarray, ra0: float, dec0: float, radius: float) -> np.ndarray:
+    """Which positions lie within ``radius`` of (``ra0``, ``dec0``); all in degrees."""
     r0, d0 = math.radians(ra0), math.radians(dec0)
     r, d = np.radians(ra), np.radians(dec)
     cos_sep = math.sin(d0) * np.sin(d) + math.cos(d0) * np.cos(d) * np.cos(r - r0)
@@ -808,6 +809,8 @@ def run(
                 spec = tmp / f"{backend}_{side}.json"
                 write_spec(spec, workload, checkpoints, cols, opts)
                 results[side] = _run_side(side, spec)
+                # Other jobs share the machine: keep the load it ran under beside its figures.
+                figures[f"{backend}.{side}.load_avg_5min_after"] = round(os.getloadavg()[1], 2)
                 shutil.rmtree(tmp / side, ignore_errors=True)
             figures.update(_summary(backend, results))
     figures["bench_wall_s"] = time.perf_counter() - t_start

@@ -39,6 +39,8 @@ logger = logging.getLogger(__name__)
 
 PARTITION_DAYS = 30
 """Width of the DiaSource and DiaForcedSource time partitions, in days of midpointMjdTai."""
+ANALYZE_EVERY = 16
+"""Stores between refreshes of the planner's statistics of the partitions written."""
 
 _PARTITIONED = ("DiaSource", "DiaForcedSource")
 _INDEXES = {
@@ -113,6 +115,9 @@ class PostgresL1Database(L1Database):
         self.generation_number = int(generation_number)
         self.readonly = readonly
         self._s = Session(dsn, search_path=f"{self.schema}, public", readonly=readonly)
+        self._written: set[str] = set()
+        self._new_partition = False
+        self._stores = 0
         try:
             self._setup()
         except BaseException:
@@ -182,9 +187,11 @@ class PostgresL1Database(L1Database):
     def _ensure_partitions(self, cur: psycopg.Cursor[Any], table: str, mjd: np.ndarray) -> None:
         for k in np.unique(np.floor(mjd / PARTITION_DAYS).astype(np.int64)).tolist():
             name = f"{table}_p{k}"
+            self._written.add(name)
             cur.execute("SELECT to_regclass(%s)", (f"{self.schema}.{q(name)}",))
             if cur.fetchone()[0] is not None:  # type: ignore[index]
                 continue
+            self._new_partition = True
             advisory_lock(cur, f"{self.schema}.{table}")
             lo, hi = k * PARTITION_DAYS, (k + 1) * PARTITION_DAYS
             cur.execute(
@@ -281,6 +288,26 @@ class PostgresL1Database(L1Database):
                     cp.set_types([COPY_TYPES[c.datatype] for c in table_spec("Outbox").columns])
                     for a in p.alerts:
                         cp.write_row(_common.alert_row(a))
+        self._stores += 1
+        if self._new_partition or self._stores % ANALYZE_EVERY == 0:
+            self._analyze()
+
+    def _analyze(self) -> None:
+        """Refresh the planner's statistics of the partitions written lately.
+
+        Without them (a new partition, or a server with autovacuum off) the planner reads a
+        time window through the primary key and filters every row with q3c, ~8x slower than
+        through the q3c index. Best effort: a failure here is logged, never raised.
+        """
+        tables = [*sorted(self._written), "DiaObjectLast"]
+        try:
+            with self._s.cursor("analysing", write=True) as cur:
+                for name in tables:
+                    cur.execute(f"ANALYZE {q(name)}")
+        except Exception as exc:  # statistics are an optimisation; the store has committed
+            logger.warning("ANALYZE of %s failed: %s", tables, exc)
+        self._written.clear()
+        self._new_partition = False
 
     def _new_versions(
         self, cur: psycopg.Cursor[Any], objs: pd.DataFrame, ids: list[int], starts: list[float]

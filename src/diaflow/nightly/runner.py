@@ -250,8 +250,8 @@ class _Night:
             )
             try:
                 self.retrying("quarantine", lambda: self.db.quarantine_visit(record))
-            except DatabaseUnavailableError:
-                logger.error("could not record the quarantine of %s in the database", item.path)
+            except DiaflowError as exc:  # stored already, or the database is away: log only
+                logger.error("quarantine of %s not recorded in the database: %s", item.path, exc)
         return VisitOutcome(
             str(item.path), item.visit, item.detector, item.mjd, "quarantined", reason
         )

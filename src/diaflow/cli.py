@@ -296,7 +296,9 @@ def night_run(
         str | None, typer.Option(help="Kafka bootstrap servers: also send alerts there.")
     ] = None,
     topic: Annotated[str, typer.Option(help="Kafka topic.")] = "alerts",
-    no_avro: Annotated[bool, typer.Option(help="Do not write Avro alert files.")] = False,
+    avro: Annotated[
+        bool, typer.Option("--avro/--no-avro", help="Write Avro alert files under the repo.")
+    ] = True,
 ) -> None:
     """Process a night's visits in time order: store them and issue their alerts, exactly once."""
     from .alerts import SinkConfig
@@ -310,7 +312,7 @@ def night_run(
         _fail(ValueError("no inputs: give FILES or --survey"))
     db = L1DbConfig(backend="postgres", dsn=postgres) if postgres else None
     sinks = SinkConfig(
-        avro_dir=None if no_avro else repo / "alerts",
+        avro_dir=repo / "alerts" if avro else None,
         kafka_bootstrap=kafka,
         kafka_topic=topic,
         kafka_state_dir=repo / "kafka-state" if kafka else None,

@@ -523,30 +523,39 @@ def drive(
         object_columns=cols["object"],
         forced_columns=cols["forced"],
     )
-    for i, batch in enumerate(batches):
-        gen_s += time.perf_counter() - t_gen
-        _digest_update(digest, batch)
-        c = owner.get(i)
-        if c is not None:
+    stored, error = 0, None
+    try:
+        for i, batch in enumerate(batches):
+            gen_s += time.perf_counter() - t_gen
+            _digest_update(digest, batch)
+            c = owner.get(i)
+            if c is not None:
+                t0 = time.perf_counter()
+                rows = db.read(batch)
+                probes[c].read_s.append(time.perf_counter() - t0)
+                probes[c].rows.append(rows)
+                if i == c:
+                    probes[c].dia_sources_stored, probes[c].forced_stored = n_src, n_forced
             t0 = time.perf_counter()
-            rows = db.read(batch)
-            probes[c].read_s.append(time.perf_counter() - t0)
-            probes[c].rows.append(rows)
-            if i == c:
-                probes[c].dia_sources_stored, probes[c].forced_stored = n_src, n_forced
-        t0 = time.perf_counter()
-        db.store(batch)
-        dt = time.perf_counter() - t0
-        store_total += dt
-        if c is not None:
-            probes[c].store_s.append(dt)
-        n_src += len(batch.dia_sources)
-        n_forced += len(batch.dia_forced_sources)
-        if log is not None and (i + 1) % 100 == 0:
-            log(f"{i + 1} visits, {n_src} DiaSources, {time.perf_counter() - t_start:.0f} s")
-        t_gen = time.perf_counter()
-    db.close()
-    return {
+            db.store(batch)
+            dt = time.perf_counter() - t0
+            store_total += dt
+            stored += 1
+            if c is not None:
+                probes[c].store_s.append(dt)
+            n_src += len(batch.dia_sources)
+            n_forced += len(batch.dia_forced_sources)
+            if log is not None and (i + 1) % 100 == 0:
+                log(f"{i + 1} visits, {n_src} DiaSources, {time.perf_counter() - t_start:.0f} s")
+            t_gen = time.perf_counter()
+    except Exception as exc:  # keep the checkpoints measured so far, and say why it stopped
+        error = f"stopped after {stored} visits: {type(exc).__name__}: {exc}"
+        if log is not None:
+            log(error)
+    with contextlib.suppress(Exception):
+        db.close()
+    out: dict[str, Any] = {"error": error} if error else {}
+    return out | {
         "checkpoints": [
             {
                 "visits": c,
@@ -559,9 +568,10 @@ def drive(
                 "rows_forced": statistics.median(r[2] for r in p.rows),
             }
             for c, p in probes.items()
-            if p.read_s
+            if p.read_s and p.store_s
         ],
-        "visits": workload.n_visits,
+        "visits": stored,
+        "retries": getattr(db, "retries", 0),
         "dia_sources": n_src,
         "dia_forced_sources": n_forced,
         "store_total_s": store_total,
@@ -598,23 +608,54 @@ def write_spec(
 
 
 class DiaflowSide:
-    """The driver's view of one diaflow L1 database (one generation, opened by ``open_l1db``)."""
+    """The driver's view of one diaflow L1 database (one generation, opened by ``open_l1db``).
+
+    A call that finds PostgreSQL unavailable (a test on a shared server terminating diaflow's
+    connections, say) reopens the database and is made again, up to ``RETRIES`` times; the
+    retries are counted in the figures.
+    """
+
+    RETRIES = 5
 
     def __init__(self, backend: dict[str, Any]) -> None:
         from diaflow.l1db import Region, VisitProducts, VisitRecord, open_l1db
 
         self._region, self._products, self._record = Region, VisitProducts, VisitRecord
-        self.db = open_l1db(_diaflow_config(backend))
+        self._open = lambda: open_l1db(_diaflow_config(backend))
+        self.db = self._open()
         self.backend = backend
+        self.retries = 0
+
+    def _retrying(self, call: Callable[[], Any]) -> Any:
+        from diaflow.errors import DatabaseUnavailableError
+
+        for attempt in range(self.RETRIES + 1):
+            try:
+                return call()
+            except DatabaseUnavailableError:
+                if attempt == self.RETRIES:
+                    raise
+                self.retries += 1
+                with contextlib.suppress(Exception):
+                    self.db.close()
+                time.sleep(1.0)
+                self.db = self._open()
+        return None
 
     def read(self, batch: VisitBatch) -> tuple[int, int, int]:
         region = self._region(batch.ra, batch.dec, batch.radius)
-        objects = self.db.dia_objects(region)
-        sources = self.db.dia_sources(region, batch.mjd, days=DAYS_PER_YEAR)
-        forced = self.db.dia_forced_sources(region, batch.mjd, days=DAYS_PER_YEAR)
-        return len(objects), len(sources), len(forced)
+
+        def read() -> tuple[int, int, int]:
+            objects = self.db.dia_objects(region)
+            sources = self.db.dia_sources(region, batch.mjd, days=DAYS_PER_YEAR)
+            forced = self.db.dia_forced_sources(region, batch.mjd, days=DAYS_PER_YEAR)
+            return len(objects), len(sources), len(forced)
+
+        return self._retrying(read)
 
     def store(self, batch: VisitBatch) -> None:
+        from diaflow.errors import DuplicateVisitError
+
         record = self._record(
             visit=batch.visit,
             detector=batch.detector,
@@ -622,14 +663,23 @@ class DiaflowSide:
             midpointMjdTai=batch.mjd,
             state="stored",
         )
-        self.db.store_visit(
-            self._products(
-                record=record,
-                dia_sources=batch.dia_sources,
-                dia_objects=batch.dia_objects,
-                dia_forced_sources=batch.dia_forced_sources,
-            )
+        products = self._products(
+            record=record,
+            dia_sources=batch.dia_sources,
+            dia_objects=batch.dia_objects,
+            dia_forced_sources=batch.dia_forced_sources,
         )
+        first = self.retries
+
+        def store() -> None:
+            try:
+                self.db.store_visit(products)
+            except DuplicateVisitError:
+                if self.retries == first:
+                    raise  # stored before this call: a real error
+                # Committed just before the connection was lost: the visit is stored.
+
+        self._retrying(store)
 
     def close(self) -> None:
         self.db.close()
@@ -723,11 +773,13 @@ def _summary(backend: str, results: dict[str, dict[str, Any]]) -> dict[str, Any]
         key = f"{backend}.{side}"
         if "error" in res:
             out[f"{key}.error"] = res["error"]
+        if "checkpoints" not in res:
             continue
         out[f"{key}.visits"] = res["visits"]
+        out[f"{key}.retries"] = res["retries"]
         out[f"{key}.dia_sources"] = res["dia_sources"]
         out[f"{key}.dia_forced_sources"] = res["dia_forced_sources"]
-        out[f"{key}.store_mean_s"] = res["store_total_s"] / res["visits"]
+        out[f"{key}.store_mean_s"] = res["store_total_s"] / max(res["visits"], 1)
         out[f"{key}.wall_s"] = res["wall_s"]
         out[f"{key}.digest"] = res["digest"]
         cps = res["checkpoints"]

@@ -5,8 +5,8 @@
 The spec (written by ``bench_l1db.py``) gives the workload, the checkpoints, the columns and the
 backend: ``{"kind": "sqlite", "path": <folder>}`` or ``{"kind": "postgresql", "url": ...,
 "namespace": ...}``, plus ``dia_object_index`` (ApdbSql's DiaObject layout). The database is made
-with ``ApdbSql.init_database``; each probe visit reads its cone the way Rubin's association
-does (``getDiaObjects(region)``, ``getDiaSources(region, None, ...)``, then
+with ``ApdbSql.init_database``; each probe visit reads its cone through ApdbSql's public API
+(``getDiaObjects(region)``, ``getDiaSources(region, None, ...)``, then
 ``getDiaForcedSources(region, <those objects' ids>, ...)``: ApdbSql selects forced sources by
 object only; objects and sources outside the cone, which ApdbSql may return, are dropped as
 diaflow drops them), and every visit is written by one ``store()`` call. A PostgreSQL namespace is

@@ -323,7 +323,8 @@ def test_postgres_connection_dropped_mid_night(night_run, tmp_path: Path) -> Non
                 rows = admin.execute(
                     "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                     "WHERE datname = 'test' AND pid <> pg_backend_pid() "
-                    "AND application_name LIKE 'diaflow%'"
+                    "AND application_name LIKE %s",
+                    (f"diaflow {prefix}%",),
                 ).fetchall()
                 killed.append(len(rows))
 

@@ -95,7 +95,7 @@ class Session:
                 self.dsn,
                 autocommit=True,
                 connect_timeout=CONNECT_TIMEOUT_S,
-                application_name="diaflow",
+                application_name=f"diaflow {self.search_path}"[:63],
             )
             conn.execute(f"SET search_path TO {self.search_path}")
             # q3c cone searches are expanded into ipix ranges at planning time: a generic plan
